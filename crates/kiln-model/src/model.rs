@@ -1,0 +1,275 @@
+//! The decoder-only transformer shared by Llama, Qwen2 and Qwen3 (weights named as in the
+//! Hugging Face checkpoints; burn's `Linear` stores `[d_in, d_out]`, the transpose of HF's).
+//!
+//! Two forward paths run over the same layers: [`CausalLm::forward`] for whole (possibly padded)
+//! sequences, used by training and scoring, and [`CausalLm::forward_cached`] for incremental
+//! decoding with a [`KvCache`]. Both compute the same numbers for the same tokens.
+
+use burn::module::Param;
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
+
+use crate::batch::TokenBatch;
+use crate::cache::KvCache;
+use crate::config::ModelConfig;
+use crate::rope::{Rope, apply_rope};
+
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    /// Qwen3: RMSNorm over each head's features, before RoPE.
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+#[derive(Module, Debug)]
+pub struct DecoderLayer {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: SelfAttention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+/// A causal language model: embeddings, decoder layers, final norm, LM head.
+#[derive(Module, Debug)]
+pub struct CausalLm {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: RmsNorm,
+    /// `None` when the head is tied to the input embeddings.
+    pub lm_head: Option<Linear>,
+}
+
+/// What one attention call needs besides the hidden states.
+struct AttentionInputs {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+    /// `[batch, 1, q, k]`, true = masked out. `None`: plain causal attention.
+    mask: Option<Tensor<4, Bool>>,
+}
+
+impl Mlp {
+    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let gate = silu(self.gate_proj.forward(x.clone()));
+        self.down_proj.forward(gate * self.up_proj.forward(x))
+    }
+}
+
+impl SelfAttention {
+    /// `x`: `[batch, seq, hidden]`. With a cache slot, new keys/values are appended to it and
+    /// attention runs over every cached slot.
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        inputs: &AttentionInputs,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [b, s, _] = x.dims();
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let split_heads = |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, hd]);
+        let mut q = split_heads(self.q_proj.forward(x.clone()), h);
+        let mut k = split_heads(self.k_proj.forward(x.clone()), kvh);
+        let v = split_heads(self.v_proj.forward(x), kvh).swap_dims(1, 2);
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
+        let q = apply_rope(q.swap_dims(1, 2), &inputs.cos, &inputs.sin);
+        let k = apply_rope(k.swap_dims(1, 2), &inputs.cos, &inputs.sin);
+
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((ck, cv)) => (Tensor::cat(vec![ck, k], 2), Tensor::cat(vec![cv, v], 2)),
+                    None => (k, v),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+
+        // flex's inference kernel shares K/V heads itself (GQA). The autodiff path and other
+        // backends get K/V expanded to every query head, as burn requires there.
+        let native_gqa = !q.is_autodiff() && q.device().inner() == Device::flex();
+        let (k, v, mask) = if native_gqa || h == kvh {
+            (k, v, inputs.mask.clone())
+        } else {
+            let expand = |t: Tensor<4>| {
+                let [_, _, len, _] = t.dims();
+                t.reshape([b, kvh, 1, len, hd])
+                    .expand([b, kvh, h / kvh, len, hd])
+                    .reshape([b, h, len, hd])
+            };
+            let mask = inputs.mask.clone().map(|m| {
+                let [mb, _, mq, mk] = m.dims();
+                m.expand([mb, h, mq, mk])
+            });
+            (expand(k), expand(v), mask)
+        };
+        let options = AttentionModuleOptions {
+            scale: None,
+            softcap: None,
+            is_causal: mask.is_none(),
+        };
+        let out = attention(q, k, v, mask, None, options);
+        self.o_proj
+            .forward(out.swap_dims(1, 2).reshape([b, s, h * hd]))
+    }
+}
+
+impl DecoderLayer {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        inputs: &AttentionInputs,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let attn = self
+            .self_attn
+            .forward(self.input_layernorm.forward(x.clone()), inputs, cache);
+        let x = x + attn;
+        let mlp = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        x + mlp
+    }
+}
+
+impl CausalLm {
+    pub fn device(&self) -> Device {
+        self.embed_tokens.weight.device()
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    /// The LM head as a `[hidden, vocab]` matrix (the embeddings transposed when tied). The
+    /// training path applies it chunk by chunk so `[tokens x vocab]` is never whole.
+    pub fn lm_head_weight(&self) -> Tensor<2> {
+        match &self.lm_head {
+            Some(head) => head.weight.val(),
+            None => self.embed_tokens.weight.val().transpose(),
+        }
+    }
+
+    /// Final hidden states `[batch, seq, hidden]` of a whole sequence batch (training, scoring).
+    pub fn forward_hidden(&self, rope: &Rope, tokens: &TokenBatch) -> Tensor<3> {
+        let device = self.device();
+        let positions = tokens.position_ids(None);
+        let (cos, sin) = rope.tables(&positions, tokens.batch, tokens.seq, &device);
+        let mask = tokens
+            .mask
+            .as_ref()
+            .map(|m| attention_mask(m, tokens.batch, tokens.seq, 0, &device));
+        let inputs = AttentionInputs { cos, sin, mask };
+        let mut x = self.embed(tokens, &device);
+        for layer in &self.layers {
+            x = layer.forward(x, &inputs, None);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Logits `[batch, seq, vocab]` of a whole sequence batch.
+    pub fn forward(&self, rope: &Rope, tokens: &TokenBatch) -> Tensor<3> {
+        self.logits(self.forward_hidden(rope, tokens))
+    }
+
+    /// Runs `tokens` (new tokens for every row of `cache`) through the model, appending their
+    /// keys and values to the cache; returns their logits `[batch, seq, vocab]`. Prefill is a
+    /// call on an empty cache. Position ids continue each row's count of real tokens unless
+    /// `tokens` carries explicit ones.
+    pub fn forward_cached(&self, rope: &Rope, tokens: &TokenBatch, cache: &mut KvCache) -> Tensor<3> {
+        assert_eq!(
+            cache.batch_size(),
+            tokens.batch,
+            "forward_cached: cache has {} rows, batch has {}",
+            cache.batch_size(),
+            tokens.batch
+        );
+        let device = self.device();
+        let start = cache.next_positions();
+        let positions = tokens.position_ids(Some(&start));
+        let (cos, sin) = rope.tables(&positions, tokens.batch, tokens.seq, &device);
+        let new_valid = tokens.valid();
+        let past = cache.len();
+        let all_valid = cache.valid_with(&new_valid, tokens.seq);
+        let mask = if all_valid.iter().all(|&v| v) {
+            None
+        } else {
+            Some(attention_mask(&all_valid, tokens.batch, tokens.seq, past, &device))
+        };
+        let inputs = AttentionInputs { cos, sin, mask };
+        let mut x = self.embed(tokens, &device);
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(x, &inputs, Some(slot));
+        }
+        cache.extend_valid(&new_valid, tokens.seq);
+        self.logits(self.norm.forward(x))
+    }
+
+    /// Applies the LM head to hidden states `[batch, seq, hidden]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let [b, s, d] = hidden.dims();
+                let w = self.embed_tokens.weight.val();
+                let v = w.dims()[0];
+                hidden.reshape([b * s, d]).matmul(w.transpose()).reshape([b, s, v])
+            }
+        }
+    }
+
+    fn embed(&self, tokens: &TokenBatch, device: &Device) -> Tensor<3> {
+        let ids: Vec<i64> = tokens.ids.iter().map(|&t| t as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [tokens.batch, tokens.seq]), device);
+        self.embed_tokens.forward(ids)
+    }
+
+    /// An empty cache for `batch` rows.
+    pub fn new_cache(&self, batch: usize) -> KvCache {
+        KvCache::new(self.layers.len(), batch)
+    }
+}
+
+/// The boolean attention mask `[batch, 1, seq, past + seq]` (true = masked) for `seq` new
+/// queries over `past + seq` keys: a key is visible when it is a real token and not in the
+/// future of the query.
+fn attention_mask(valid: &[bool], batch: usize, seq: usize, past: usize, device: &Device) -> Tensor<4, Bool> {
+    let keys = past + seq;
+    debug_assert_eq!(valid.len(), batch * keys);
+    let mut mask = Vec::with_capacity(batch * seq * keys);
+    for r in 0..batch {
+        let row = &valid[r * keys..(r + 1) * keys];
+        for q in 0..seq {
+            let last_visible = past + q;
+            mask.extend(row.iter().enumerate().map(|(k, &v)| !v || k > last_visible));
+        }
+    }
+    Tensor::from_data(TensorData::new(mask, [batch, 1, seq, keys]), device)
+}
+
+/// Builds a burn parameter from a host tensor.
+pub(crate) fn param<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+    Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
+}

