@@ -22,7 +22,8 @@ The response is the dataset's own solution with its last \\boxed{...} replaced b
 math-verify is asked the way its README shows:
     verify(parse("$\\boxed{<reference>}$"), parse(<response>))
 
-Usage (math-verify 0.9.0, sympy 1.14, latex2sympy2_extended 1.11, antlr4 4.13.2 were used):
+Usage (math-verify 0.9.0, sympy 1.14, latex2sympy2_extended 1.11, antlr4 4.13.2 were used; the
+output is deterministic, byte for byte):
     python -m venv /tmp/mv && /tmp/mv/bin/pip install math-verify
     /tmp/mv/bin/python benchmarks/reference/math_verify_reference.py \\
         --data ../shared/data/math500/test.jsonl \\

@@ -1,7 +1,6 @@
 //! Greedy decoding through the KV cache: the reference generation path (the rollout engine in
 //! kiln-rollout adds sampling, batching and forking on the same model calls).
 
-use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::batch::TokenBatch;
@@ -53,7 +52,7 @@ pub fn greedy(
         let logp = log_softmax(last, 1);
         let values: Vec<f32> = logp
             .into_data()
-            .into_vec::<f32>()
+            .try_into_vec::<f32>()
             .map_err(|e| ModelError::Input(format!("reading logits: {e:?}")))?;
         let (token, lp) = argmax(&values);
         if !lp.is_finite() {

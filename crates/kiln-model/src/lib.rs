@@ -45,6 +45,7 @@ use error::io_err;
 use weights::{GgufSource, SafetensorsSource};
 
 /// A loaded checkpoint: configuration, network, rotary tables and tokenizer.
+#[derive(Debug)]
 pub struct Model {
     pub config: ModelConfig,
     /// config.json as read (or rebuilt from GGUF metadata); written back on export.

@@ -142,7 +142,7 @@ pub fn hf_tensors(model: &CausalLm) -> Vec<(String, HostTensor)> {
         let data = t
             .into_data()
             .convert::<f32>()
-            .into_vec::<f32>()
+            .try_into_vec::<f32>()
             .expect("converted to f32 above");
         HostTensor { shape, data }
     }

@@ -14,7 +14,6 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::batch::TokenBatch;
 use crate::cache::KvCache;
-use crate::config::ModelConfig;
 use crate::rope::{Rope, apply_rope};
 
 #[derive(Module, Debug)]

@@ -6,7 +6,6 @@
 //! Run: `cargo bench --release -p kiln-optim --bench chunked_memory`
 //! (`KILN_BENCH_TOKENS` overrides 4096).
 
-#[path = "common.rs"]
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -15,7 +14,9 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use common::{D, V, ppo_config, problem};
-use kiln_optim::{ChunkOptions, EntropyReg, LossConfig, Selection, chunked_policy_loss, chunked_score};
+use kiln_optim::{
+    ChunkOptions, EntropyReg, LossConfig, Selection, chunked_policy_loss, chunked_score,
+};
 
 struct Counting;
 static CUR: AtomicUsize = AtomicUsize::new(0);
@@ -63,7 +64,10 @@ const MB: f64 = 1e6;
 
 fn main() {
     let dev = Device::flex();
-    let n: usize = std::env::var("KILN_BENCH_TOKENS").ok().and_then(|v| v.parse().ok()).unwrap_or(4096);
+    let n: usize = std::env::var("KILN_BENCH_TOKENS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096);
     let full = (n * V * 4) as f64 / MB;
     println!("kiln-optim chunked pass memory: {n} tokens, d = {D}, V = {V}");
     println!("one full [tokens x vocab] f32 tensor = {full:.0} MB");
@@ -82,8 +86,15 @@ fn main() {
         ("tre-p0.99", EntropyReg::tre_p(0.99), 512),
     ];
     for (name, reg, chunk) in cases {
-        let cfg = LossConfig { entropy: reg, ..base.clone() };
-        let opts = ChunkOptions { chunk_size: chunk, temperature: 1.0, selection: Selection::Auto };
+        let cfg = LossConfig {
+            entropy: reg,
+            ..base.clone()
+        };
+        let opts = ChunkOptions {
+            chunk_size: chunk,
+            temperature: 1.0,
+            selection: Selection::Auto,
+        };
         let before = CUR.load(Ordering::Relaxed);
         PEAK.store(before, Ordering::Relaxed);
         let t = Instant::now();
@@ -92,13 +103,25 @@ fn main() {
         let secs = t.elapsed().as_secs_f64();
         let extra = (PEAK.load(Ordering::Relaxed) - before) as f64 / MB;
         drop(g);
-        println!("{name:<10} {chunk:>6} {extra:>14.1} {:>12.3} {secs:>8.2}", extra / full);
+        println!(
+            "{name:<10} {chunk:>6} {extra:>14.1} {:>12.3} {secs:>8.2}",
+            extra / full
+        );
     }
     let before = CUR.load(Ordering::Relaxed);
     PEAK.store(before, Ordering::Relaxed);
-    let opts = ChunkOptions { chunk_size: 256, temperature: 1.0, selection: Selection::Auto };
+    let opts = ChunkOptions {
+        chunk_size: 256,
+        temperature: 1.0,
+        selection: Selection::Auto,
+    };
     let s = chunked_score(&p.hidden, &p.weight, &p.batch.targets, true, &opts).unwrap();
-    let _: f32 = s.logp.slice([0..1]).into_scalar();
+    let _: f32 = s.logp.slice_dim(0, 0..1).into_scalar();
     let extra = (PEAK.load(Ordering::Relaxed) - before) as f64 / MB;
-    println!("{:<10} {:>6} {extra:>14.1} {:>12.3}      (no-grad scoring + entropy)", "score", 256, extra / full);
+    println!(
+        "{:<10} {:>6} {extra:>14.1} {:>12.3}      (no-grad scoring + entropy)",
+        "score",
+        256,
+        extra / full
+    );
 }

@@ -34,7 +34,7 @@ fn check_groups(n: usize, group_size: usize) -> Result<()> {
             reason: format!("must be at least 2 (got {group_size})"),
         });
     }
-    if n % group_size != 0 {
+    if !n.is_multiple_of(group_size) {
         return Err(OptimError::Config {
             field: "group_size",
             reason: format!("{n} rewards are not a whole number of groups of {group_size}"),
@@ -202,7 +202,7 @@ pub fn gae(
 ) -> Result<GaeOutput> {
     check_len("values", token_rewards.len(), values.len())?;
     check_len("mask", token_rewards.len(), mask.len())?;
-    if seq_len == 0 || token_rewards.len() % seq_len != 0 {
+    if seq_len == 0 || !token_rewards.len().is_multiple_of(seq_len) {
         return Err(OptimError::Config {
             field: "seq_len",
             reason: format!("{} tokens are not rows of {seq_len}", token_rewards.len()),

@@ -97,7 +97,7 @@ pub enum Selection {
 }
 
 impl Selection {
-    fn use_host(self, device: &Device) -> bool {
+    pub(crate) fn use_host(self, device: &Device) -> bool {
         match self {
             Self::Host => true,
             Self::Device => false,
@@ -119,7 +119,7 @@ pub struct TrustRegion {
 }
 
 #[derive(Clone, Copy)]
-struct Cand(f32, u32);
+pub(crate) struct Cand(pub(crate) f32, pub(crate) u32);
 impl PartialEq for Cand {
     fn eq(&self, o: &Self) -> bool {
         self.cmp(o) == std::cmp::Ordering::Equal
@@ -138,29 +138,54 @@ impl Ord for Cand {
     }
 }
 
-/// Top-`m` (value, index) of a row, best first.
-fn top_m_row(row: &[f32], m: usize) -> Vec<Cand> {
-    use std::cmp::Reverse;
-    use std::collections::BinaryHeap;
-    let mut heap: BinaryHeap<Reverse<Cand>> = BinaryHeap::with_capacity(m + 1);
-    for (i, &v) in row.iter().enumerate() {
-        let c = Cand(v, i as u32);
-        if heap.len() < m {
-            heap.push(Reverse(c));
-        } else if let Some(Reverse(worst)) = heap.peek()
-            && c > *worst
-        {
-            heap.pop();
-            heap.push(Reverse(c));
-        }
+/// Top-`m` (value, index) of a row, best first (ties: smaller index first). One pass with a
+/// candidate buffer: values above the running threshold are appended; when the buffer holds
+/// `2m`, a quickselect keeps the best `m` and raises the threshold. Blocks of 16 whose maximum
+/// is below the threshold are skipped with a vectorisable max.
+pub(crate) fn top_m_row(row: &[f32], m: usize) -> Vec<Cand> {
+    let m = m.min(row.len());
+    if m == 0 {
+        return Vec::new();
     }
-    let mut v: Vec<Cand> = heap.into_iter().map(|Reverse(c)| c).collect();
-    v.sort_by(|a, b| b.cmp(a));
-    v
+    let desc = |a: &Cand, b: &Cand| b.cmp(a);
+    let mut buf: Vec<Cand> = Vec::with_capacity(2 * m + 16);
+    let mut thr = f32::NEG_INFINITY;
+    let push = |buf: &mut Vec<Cand>, thr: &mut f32, i: usize, v: f32| {
+        if v > *thr || (buf.len() < m && !v.is_nan()) {
+            buf.push(Cand(v, i as u32));
+            if buf.len() >= 2 * m {
+                buf.select_nth_unstable_by(m - 1, desc);
+                buf.truncate(m);
+                *thr = buf[m - 1].0;
+            }
+        }
+    };
+    const BLK: usize = 16;
+    let full = row.len() / BLK * BLK;
+    let mut b = 0;
+    while b < full {
+        let blk = &row[b..b + BLK];
+        let mut mx = f32::NEG_INFINITY;
+        for &v in blk {
+            mx = if v > mx { v } else { mx };
+        }
+        if mx > thr || buf.len() < m {
+            for (k, &v) in blk.iter().enumerate() {
+                push(&mut buf, &mut thr, b + k, v);
+            }
+        }
+        b += BLK;
+    }
+    for (k, &v) in row[full..].iter().enumerate() {
+        push(&mut buf, &mut thr, full + k, v);
+    }
+    buf.sort_unstable_by(desc);
+    buf.truncate(m);
+    buf
 }
 
 /// Keep mask of TRE-P from the sorted candidate probabilities of one token.
-fn tre_p_keep(probs_desc: &[f64], p_thr: f64) -> Vec<bool> {
+pub(crate) fn tre_p_keep(probs_desc: &[f64], p_thr: f64) -> Vec<bool> {
     let mut cum = 0.0;
     probs_desc
         .iter()
@@ -194,9 +219,7 @@ pub fn select_trust_region(
         (Some(_), Some(l)) => Some(l.detach().inner()),
         (Some(_), None) => {
             let mx = z.clone().max_dim(1);
-            Some(
-                ((z.clone() - mx.clone()).exp().sum_dim(1).log() + mx).reshape([n]),
-            )
+            Some(((z.clone() - mx.clone()).exp().sum_dim(1).log() + mx).reshape([n]))
         }
         _ => None,
     };
@@ -213,10 +236,8 @@ pub fn select_trust_region(
                 let idx: Vec<i64> = top.iter().map(|c| c.1 as i64).collect();
                 let keep: Vec<f32> = match (p_thr, &lse_host) {
                     (Some(pt), Some(l)) => {
-                        let probs: Vec<f64> = top
-                            .iter()
-                            .map(|c| ((c.0 - l[r]) as f64).exp())
-                            .collect();
+                        let probs: Vec<f64> =
+                            top.iter().map(|c| ((c.0 - l[r]) as f64).exp()).collect();
                         tre_p_keep(&probs, pt)
                             .into_iter()
                             .map(|k| if k { 1.0 } else { 0.0 })
@@ -277,7 +298,10 @@ fn region_entropy(zs: Tensor<2>, keep: Tensor<2>) -> (Tensor<1>, Tensor<2>, Tens
     let s = e.clone().sum_dim(1);
     let lq = shifted - s.clone().log();
     let q = e / s;
-    let h = (q.clone() * lq.clone() * keep).sum_dim(1).neg().reshape([n]);
+    let h = (q.clone() * lq.clone() * keep)
+        .sum_dim(1)
+        .neg()
+        .reshape([n]);
     (h, q, lq)
 }
 
@@ -344,6 +368,7 @@ pub(crate) fn entropy_term_analytic(
 }
 
 /// Gradient of the entropy term w.r.t. the logits.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum EntropyGrad {
     /// Dense: dH/dz = -p (z - lse + H); folded into the dense logits gradient by the caller.
     Global,
@@ -361,7 +386,12 @@ impl EntropyGrad {
         match self {
             Self::Region { indices, dh_scaled } => {
                 let [n, _] = dh_scaled.dims();
-                g.scatter(1, indices, dh_scaled * e.reshape([n, 1]), IndexingUpdateOp::Add)
+                g.scatter(
+                    1,
+                    indices,
+                    dh_scaled * e.reshape([n, 1]),
+                    IndexingUpdateOp::Add,
+                )
             }
             Self::Global => g,
         }

@@ -8,11 +8,35 @@
 //! - [`hook`]: the gradient-hook trait (MGS / PCGrad plug in), named parameters.
 //! - [`optim`]: AdamW (PyTorch defaults), global-norm clipping, schedules, state save / load.
 //!
-//! Specs: `docs/ALGORITHMS.md` sections 1 and 2.
+//! Specs: `docs/ALGORITHMS.md` sections 1 and 2. Golden tests against PyTorch:
+//! `benchmarks/reference/optim_reference.py` -> `tests/fixtures/`.
+//!
+//! # One actor update (sketch)
+//!
+//! ```ignore
+//! // Once per mini-batch: global counts, then per micro-batch a TokenBatch with global weights.
+//! let counts = GlobalCounts::from_mask(&minibatch_mask, seq_len, recipe_max_len);
+//! let batch = TokenBatch::from_host(&dev, &targets, &old_logp, &adv, Some(&ref_logp), &mask,
+//!                                   seq_len, cfg.agg, &counts)?;
+//! // Trunk forward under autodiff -> hidden [N, d]; lm_head weight [d, V] (a Param).
+//! let hidden = model.trunk(tokens);                       // tracked
+//! let head = model.lm_head.weight.val();                 // tracked
+//! let g = chunked_policy_loss(&hidden, &head, &batch, &cfg, &ChunkOptions::default())?;
+//! let grads = GradientsParams::from_grads(g.surrogate(hidden, Some(head)).backward(), &model);
+//! hook::accumulate(&mut domain_buffer, grads, &params)?;  // per domain if a hook needs it
+//! // After all micro-batches: hook.combine(..) -> optimizer.step(model, grads, &params)
+//! ```
+//!
+//! Conventions that differ from (or pin down) the seeds' code are documented on the items:
+//! the log-ratio is clamped to +-20 before `exp` (verl); whitening uses the unbiased variance
+//! and eps 1e-8 (verl's `masked_whiten`); schedules follow Hugging Face (warm-up starts at lr 0);
+//! Forking Tokens keeps `ceil(0.2 n)` tokens by entropy and keeps the full normalisation;
+//! KL-Cov adds its penalty to the configured PPO surrogate.
 
 pub mod advantages;
 pub mod entropy;
 pub mod error;
+mod fused;
 pub mod hook;
 pub mod loss;
 pub mod optim;

@@ -59,7 +59,7 @@ pub fn agg_weights(
     mode: AggMode,
     counts: &GlobalCounts,
 ) -> Result<Vec<f32>> {
-    if seq_len == 0 || mask.len() % seq_len != 0 {
+    if seq_len == 0 || !mask.len().is_multiple_of(seq_len) {
         return Err(OptimError::Config {
             field: "seq_len",
             reason: format!("mask of {} is not rows of {seq_len}", mask.len()),

@@ -305,7 +305,8 @@ impl Optimizer {
             path: path.display().to_string(),
             reason: e,
         };
-        let json = std::fs::read_to_string(Self::meta_path(path)).map_err(|e| err(e.to_string()))?;
+        let json =
+            std::fs::read_to_string(Self::meta_path(path)).map_err(|e| err(e.to_string()))?;
         let meta: Meta = serde_json::from_str(&json).map_err(|e| err(e.to_string()))?;
         let mut o = Self::new(meta.base_lr, meta.settings, meta.schedule);
         o.inner = o.inner.load(path).map_err(|e| err(format!("{e:?}")))?;

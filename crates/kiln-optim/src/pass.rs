@@ -22,8 +22,11 @@ use burn::tensor::IndexingUpdateOp;
 use burn::tensor::activation::log_softmax;
 use serde::{Deserialize, Serialize};
 
-use crate::entropy::{EntropyGrad, Selection, entropy_term, entropy_term_analytic, full_entropy};
+use crate::entropy::{
+    EntropyGrad, EntropyReg, Selection, entropy_term, entropy_term_analytic, full_entropy,
+};
 use crate::error::{OptimError, Result, check_len};
+use crate::fused;
 use crate::loss::{LossConfig, LossMetrics, TokenBatch, check_batch, objective};
 
 /// Output of [`policy_loss`] (autodiff path).
@@ -50,7 +53,9 @@ pub fn policy_loss(
     let [n, _] = z.dims();
     check_len("logits rows", batch.len(), n)?;
     let lsm = log_softmax(z.clone(), 1);
-    let logp = lsm.gather(1, batch.targets.clone().reshape([n, 1])).reshape([n]);
+    let logp = lsm
+        .gather(1, batch.targets.clone().reshape([n, 1]))
+        .reshape([n]);
     let ent = entropy_term(z, &cfg.entropy, sel);
     let obj = objective(logp.clone(), ent, batch, cfg);
     let metrics = obj.metrics();
@@ -87,6 +92,9 @@ pub fn loss_and_grad_from_logits(
     check_len("logits rows", batch.len(), n)?;
     let z = z.detach().inner();
     let device = z.device();
+    if sel.use_host(&device) {
+        return fused_loss_and_grad(z, batch, cfg);
+    }
     let mx = z.clone().max_dim(1);
     let ez = (z.clone() - mx.clone()).exp();
     let s = ez.clone().sum_dim(1);
@@ -106,7 +114,10 @@ pub fn loss_and_grad_from_logits(
     let metrics = obj.metrics();
     let grads = obj.loss.backward();
     let zeros = || Tensor::<1>::zeros([n], &device);
-    let c = logp_leaf.grad(&grads).map(|g| g.inner()).unwrap_or_else(zeros);
+    let c = logp_leaf
+        .grad(&grads)
+        .map(|g| g.inner())
+        .unwrap_or_else(zeros);
     let e = ent_leaf
         .as_ref()
         .and_then(|l| l.grad(&grads))
@@ -136,6 +147,64 @@ pub fn loss_and_grad_from_logits(
         metrics,
     })
 }
+
+/// The host-fused version of [`loss_and_grad_from_logits`] (CPU backends).
+fn fused_loss_and_grad(z: Tensor<2>, batch: &TokenBatch, cfg: &LossConfig) -> Result<LogitsGrad> {
+    let [n, v] = z.dims();
+    let device = z.device();
+    let targets: Vec<i64> = batch
+        .targets
+        .clone()
+        .into_data()
+        .try_into_vec_as::<i64>()
+        .map_err(|e| OptimError::Config {
+            field: "targets",
+            reason: format!("{e:?}"),
+        })?;
+    if let Some(&bad) = targets.iter().find(|&&t| t < 0 || t as usize >= v) {
+        return Err(OptimError::Config {
+            field: "targets",
+            reason: format!("token id {bad} outside the vocabulary of {v}"),
+        });
+    }
+    let mut data = z.into_data();
+    if data.dtype() != burn::tensor::DType::F32 {
+        data = data.convert::<f32>();
+    }
+    let buf: &mut [f32] = data.as_mut_slice::<f32>().map_err(|e| OptimError::Config {
+        field: "logits",
+        reason: format!("{e:?}"),
+    })?;
+    let stats = fused::row_stats(buf, v, &targets, &cfg.entropy);
+    let logp_h: Vec<f32> = stats.iter().map(|s| s.logp).collect();
+    let logp = Tensor::<1>::from_floats(logp_h.as_slice(), &device);
+    let term = cfg.entropy.is_active().then(|| {
+        let t: Vec<f32> = stats.iter().map(|s| s.term).collect();
+        Tensor::<1>::from_floats(t.as_slice(), &device)
+    });
+    let logp_leaf = logp.clone().autodiff().require_grad();
+    let ent_leaf = term.as_ref().map(|h| h.clone().autodiff().require_grad());
+    let obj = objective(logp_leaf.clone(), ent_leaf.clone(), batch, cfg);
+    let metrics = obj.metrics();
+    let grads = obj.loss.backward();
+    let host = |t: Option<Tensor<1>>| -> Vec<f32> {
+        t.and_then(|t| t.inner().into_data().try_into_vec_as::<f32>().ok())
+            .unwrap_or_else(|| vec![0.0; n])
+    };
+    let c = host(logp_leaf.grad(&grads));
+    let e = host(ent_leaf.as_ref().and_then(|l| l.grad(&grads)));
+    let global = matches!(cfg.entropy, EntropyReg::Global { .. });
+    fused::write_grad(buf, v, &targets, &stats, &c, &e, global);
+    Ok(LogitsGrad {
+        grad: Tensor::<2>::from_data(data, &device),
+        logp,
+        entropy_term: term,
+        metrics,
+    })
+}
+
+/// Vocabulary columns per block of the lm_head weight gradient.
+const VOCAB_BLOCK: usize = 8192;
 
 /// Options of the chunked pass.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -221,9 +290,15 @@ pub fn chunked_policy_loss(
     check_len("batch tokens", n, batch.len())?;
     let h_all = hidden.clone().detach().inner();
     let w = weight.clone().detach().inner();
-    let wt = w.clone().transpose();
     let inv_t = 1.0 / opts.temperature;
-    let mut grad_w = Tensor::<2>::zeros([d, v], &w.device());
+    // dW is accumulated in vocabulary blocks: flex's matmul transiently allocates twice its
+    // output, so one [d, V] product per chunk would cost 2 x 113 MB on SmolLM2; per block it
+    // costs 2 x [d, VOCAB_BLOCK]. Blocks are accumulated in place and joined once at the end.
+    let blocks: Vec<std::ops::Range<usize>> = (0..v)
+        .step_by(VOCAB_BLOCK)
+        .map(|s| s..(s + VOCAB_BLOCK).min(v))
+        .collect();
+    let mut grad_w: Vec<Option<Tensor<2>>> = vec![None; blocks.len()];
     let mut gh = Vec::new();
     let mut logps = Vec::new();
     let mut ents = Vec::new();
@@ -231,7 +306,7 @@ pub fn chunked_policy_loss(
     let mut start = 0;
     while start < n {
         let end = (start + opts.chunk_size).min(n);
-        let h = h_all.clone().slice([start..end]);
+        let h = h_all.clone().slice_dim(0, start..end);
         let mut z = h.clone().matmul(w.clone());
         if inv_t != 1.0 {
             z = z.mul_scalar(inv_t);
@@ -241,8 +316,17 @@ pub fn chunked_policy_loss(
         if inv_t != 1.0 {
             g = g.mul_scalar(inv_t);
         }
-        gh.push(g.clone().matmul(wt.clone()));
-        grad_w = grad_w + h.transpose().matmul(g);
+        // dh = G W^T, computed as (W G^T)^T so that only the [d, chunk] result is new.
+        gh.push(w.clone().matmul(g.clone().transpose()).transpose());
+        let ht = h.transpose();
+        let rows = end - start;
+        for (acc, cols) in grad_w.iter_mut().zip(&blocks) {
+            let gw = ht.clone().matmul(g.clone().slice([0..rows, cols.clone()]));
+            *acc = Some(match acc.take() {
+                Some(a) => a + gw,
+                None => gw,
+            });
+        }
         logps.push(out.logp);
         if let Some(e) = out.entropy_term {
             ents.push(e);
@@ -263,7 +347,14 @@ pub fn chunked_policy_loss(
         } else {
             Tensor::cat(gh, 0)
         },
-        grad_weight: grad_w,
+        grad_weight: {
+            let parts: Vec<Tensor<2>> = grad_w.into_iter().flatten().collect();
+            if parts.is_empty() {
+                Tensor::zeros([d, v], &w.device())
+            } else {
+                Tensor::cat(parts, 1)
+            }
+        },
         logp: cat1(logps).unwrap_or_else(|| Tensor::zeros([0], &w.device())),
         entropy_term: cat1(ents),
         metrics,
@@ -280,9 +371,35 @@ pub struct ScoreOutput {
 }
 
 /// Log-probs (and entropy) from logits `z` `[N, V]` (temperature-scaled), no autodiff.
+///
+/// On the flex CPU backend this runs the same fused host kernel as the training pass (so the
+/// behaviour log-probs and the first-epoch training log-probs agree bit for bit); elsewhere it
+/// uses burn's `log_softmax`.
 pub fn score_logits(z: Tensor<2>, targets: Tensor<1, Int>, with_entropy: bool) -> ScoreOutput {
-    let [n, _] = z.dims();
-    let z = z.detach().inner();
+    let [n, v] = z.dims();
+    let mut z = z.detach().inner();
+    let device = z.device();
+    if Selection::Auto.use_host(&device)
+        && let Ok(tg) = targets.clone().into_data().try_into_vec_as::<i64>()
+        && tg.iter().all(|&t| t >= 0 && (t as usize) < v)
+    {
+        let data = z.into_data().convert::<f32>();
+        if let Ok(buf) = data.as_slice::<f32>() {
+            let reg = if with_entropy {
+                EntropyReg::Global { coef: 0.0 }
+            } else {
+                EntropyReg::None
+            };
+            let stats = fused::row_stats(buf, v, &tg, &reg);
+            let logp: Vec<f32> = stats.iter().map(|s| s.logp).collect();
+            let ent: Vec<f32> = stats.iter().map(|s| s.term).collect();
+            return ScoreOutput {
+                logp: Tensor::<1>::from_floats(logp.as_slice(), &device),
+                entropy: with_entropy.then(|| Tensor::<1>::from_floats(ent.as_slice(), &device)),
+            };
+        }
+        z = Tensor::from_data(data, &device);
+    }
     let lsm = log_softmax(z.clone(), 1);
     let logp = lsm.gather(1, targets.reshape([n, 1])).reshape([n]);
     ScoreOutput {
@@ -312,11 +429,11 @@ pub fn chunked_score(
     let mut start = 0;
     while start < n {
         let end = (start + opts.chunk_size).min(n);
-        let mut z = h_all.clone().slice([start..end]).matmul(w.clone());
+        let mut z = h_all.clone().slice_dim(0, start..end).matmul(w.clone());
         if opts.temperature != 1.0 {
             z = z.mul_scalar(1.0 / opts.temperature);
         }
-        let out = score_logits(z, targets.clone().slice([start..end]), with_entropy);
+        let out = score_logits(z, targets.clone().slice_dim(0, start..end), with_entropy);
         logps.push(out.logp);
         if let Some(e) = out.entropy {
             ents.push(e);

@@ -87,7 +87,6 @@ fn loss_config(cfg: &Value) -> LossConfig {
 struct Case {
     name: String,
     cfg: LossConfig,
-    raw: Value,
     loss: f64,
     big: bool,
 }
@@ -102,7 +101,6 @@ fn cases(fx: &Fixtures) -> Vec<Case> {
             Case {
                 big: name.ends_with("_big"),
                 cfg: loss_config(&c["cfg"]),
-                raw: c["cfg"].clone(),
                 loss: c["loss"].as_f64().unwrap(),
                 name,
             }
@@ -159,7 +157,11 @@ fn case_inputs(fx: &Fixtures, case: &Case, dev: &Device) -> (Vec<f32>, [usize; 2
         PgBaseline::KlCov { ratio, .. } => {
             let s = kiln_optim::score_logits(z.clone(), batch.targets.clone(), false);
             let m = kl_cov_mask(&to_vec1(s.logp), fx.f("in.adv"), mask, ratio).unwrap();
-            assert_eq!(m, fx.f(&format!("case.{}.kl_cov_mask", case.name)), "kl-cov mask");
+            assert_eq!(
+                m,
+                fx.f(&format!("case.{}.kl_cov_mask", case.name)),
+                "kl-cov mask"
+            );
             batch = batch.with_kl_cov_mask(&m);
         }
         PgBaseline::None => {}
@@ -264,7 +266,12 @@ fn golden_value_loss() {
         fx.meta["value_clip"].as_f64().unwrap(),
     );
     let lv: f32 = loss.clone().into_scalar();
-    assert_scalar("value loss", lv as f64, fx.meta["value_loss"].as_f64().unwrap(), RTOL);
+    assert_scalar(
+        "value loss",
+        lv as f64,
+        fx.meta["value_loss"].as_f64().unwrap(),
+        RTOL,
+    );
     let g = values.grad(&loss.backward()).unwrap();
     assert_close("value grad", &to_vec1(g), fx.f("value.grad"), RTOL);
 }
@@ -274,9 +281,24 @@ fn golden_advantages() {
     let fx = load();
     let g = fx.meta["group_size"].as_u64().unwrap() as usize;
     let r = fx.f("adv.rewards");
-    assert_close("grpo", &advantages::grpo(r, g, true).unwrap(), fx.f("adv.grpo"), RTOL);
-    assert_close("dr_grpo", &advantages::dr_grpo(r, g).unwrap(), fx.f("adv.dr_grpo"), RTOL);
-    assert_close("rloo", &advantages::rloo(r, g).unwrap(), fx.f("adv.rloo"), RTOL);
+    assert_close(
+        "grpo",
+        &advantages::grpo(r, g, true).unwrap(),
+        fx.f("adv.grpo"),
+        RTOL,
+    );
+    assert_close(
+        "dr_grpo",
+        &advantages::dr_grpo(r, g).unwrap(),
+        fx.f("adv.dr_grpo"),
+        RTOL,
+    );
+    assert_close(
+        "rloo",
+        &advantages::rloo(r, g).unwrap(),
+        fx.f("adv.rloo"),
+        RTOL,
+    );
     let la = fx.meta["adv_seq_len"].as_u64().unwrap() as usize;
     let rpp = advantages::reinforce_pp_baseline(r, g, fx.f("adv.mask"), la).unwrap();
     assert_close("reinforce++ baseline", &rpp, fx.f("adv.rpp"), RTOL);
@@ -291,7 +313,12 @@ fn golden_advantages() {
             lam,
         )
         .unwrap();
-        assert_close(&format!("gae {tag} adv"), &out.advantages, fx.f(&format!("gae.{tag}.adv")), RTOL);
+        assert_close(
+            &format!("gae {tag} adv"),
+            &out.advantages,
+            fx.f(&format!("gae.{tag}.adv")),
+            RTOL,
+        );
         assert_close(
             &format!("gae {tag} returns"),
             &out.returns,
@@ -336,8 +363,9 @@ fn golden_adamw_10_steps_with_global_clip_and_cosine() {
         },
     );
     let norms = meta["grad_norms"].as_array().unwrap();
+    assert_eq!(norms.len(), 10);
     let mut clipped = 0;
-    for step in 0..10 {
+    for (step, want_norm) in norms.iter().enumerate() {
         let dev = Device::flex();
         let mut grads = GradientsParams::new();
         grads.register(
@@ -353,7 +381,7 @@ fn golden_adamw_10_steps_with_global_clip_and_cosine() {
         assert_scalar(
             &format!("grad norm {step}"),
             stats.grad_norm,
-            norms[step].as_f64().unwrap(),
+            want_norm.as_f64().unwrap(),
             1e-5,
         );
         if stats.clip_coef < 1.0 {
@@ -373,5 +401,5 @@ fn golden_adamw_10_steps_with_global_clip_and_cosine() {
             }
         }
     }
-    assert!(clipped >= 3 && clipped < 10, "clipping exercised: {clipped}");
+    assert!((3..10).contains(&clipped), "clipping exercised: {clipped}");
 }

@@ -59,7 +59,10 @@ fn flat(m: &Model) -> Vec<f32> {
 fn named_params_paths() {
     let m = model(&Device::flex().autodiff());
     let p = NamedParams::from_module(&m);
-    let paths: Vec<_> = p.iter().map(|p| (p.path.clone(), p.shape.clone())).collect();
+    let paths: Vec<_> = p
+        .iter()
+        .map(|p| (p.path.clone(), p.shape.clone()))
+        .collect();
     assert_eq!(
         paths,
         vec![
@@ -98,7 +101,9 @@ fn optimizer_state_round_trip() {
     // A fresh optimizer (no moments) gives a different update: the state mattered.
     let mut fresh = Optimizer::new(0.05, AdamWSettings::default(), sched);
     for _ in 0..3 {
-        fresh.step(model(&ad), GradientsParams::new(), &params).unwrap();
+        fresh
+            .step(model(&ad), GradientsParams::new(), &params)
+            .unwrap();
     }
     let g = grads(&m2, 2.0, false);
     let (c, _) = fresh.step(m2, g, &params).unwrap();
@@ -142,10 +147,12 @@ fn global_clip_scales_all_tensors_by_one_factor() {
     let after = kiln_optim::optim::global_grad_norm(&g, &params).unwrap();
     assert!((after - 1.0).abs() < 1e-5, "{after}");
     // Hand value: block 0 grad [3,-3,1.5,-0.9,.3,.6], block 1 [6,-6,3,-1.8,.3,.6], b [3,0,-3].
-    let ss: f64 = [3.0, 3.0, 1.5, 0.9, 0.3, 0.6, 6.0, 6.0, 3.0, 1.8, 0.3, 0.6, 3.0, 0.0, 3.0]
-        .iter()
-        .map(|x: &f64| x * x)
-        .sum();
+    let ss: f64 = [
+        3.0, 3.0, 1.5, 0.9, 0.3, 0.6, 6.0, 6.0, 3.0, 1.8, 0.3, 0.6, 3.0, 0.0, 3.0,
+    ]
+    .iter()
+    .map(|x: &f64| x * x)
+    .sum();
     assert!((norm_before - ss.sqrt()).abs() < 1e-4);
 }
 
@@ -154,8 +161,14 @@ fn identity_hook_sums_domains() {
     let m = model(&Device::flex().autodiff());
     let params = NamedParams::from_module(&m);
     let domains = vec![
-        DomainGrads { domain: "math".into(), grads: grads(&m, 1.0, false) },
-        DomainGrads { domain: "chat".into(), grads: grads(&m, 2.0, false) },
+        DomainGrads {
+            domain: "math".into(),
+            grads: grads(&m, 1.0, false),
+        },
+        DomainGrads {
+            domain: "chat".into(),
+            grads: grads(&m, 2.0, false),
+        },
     ];
     let mut hook = IdentityHook;
     assert!(!hook.needs_domains());
@@ -163,8 +176,18 @@ fn identity_hook_sums_domains() {
     assert!(out.telemetry.pairs.is_empty());
     let want = grads(&m, 3.0, false);
     for p in params.iter() {
-        let a: Vec<f32> = grad_flat(&out.grads, p).unwrap().unwrap().into_data().try_into_vec_as::<f32>().unwrap();
-        let b: Vec<f32> = grad_flat(&want, p).unwrap().unwrap().into_data().try_into_vec_as::<f32>().unwrap();
+        let a: Vec<f32> = grad_flat(&out.grads, p)
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
+        let b: Vec<f32> = grad_flat(&want, p)
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap();
         for (x, y) in a.iter().zip(&b) {
             assert!((x - y).abs() < 1e-6, "{}: {x} vs {y}", p.path);
         }

@@ -52,7 +52,9 @@ pub fn score_one(
 ) -> Verdict {
     let (start, cpu_start) = (Instant::now(), thread_cpu_time());
     let r = catch_unwind(AssertUnwindSafe(|| {
-        budget::scope(opts.budget, || v.score(response, reference))
+        budget::scope_from(opts.budget, cpu_start, start, || {
+            v.score(response, reference)
+        })
     }));
     let (wall, cpu) = (start.elapsed(), thread_cpu_time().saturating_sub(cpu_start));
     let blown = cpu > opts.budget || wall > opts.budget * WALL_FACTOR;

@@ -66,14 +66,27 @@ impl Drop for Restore {
 
 /// Runs `f` with a budget from now, unless an outer scope already set one.
 pub fn scope<R>(budget: Duration, f: impl FnOnce() -> R) -> R {
+    if DEADLINE.with(|d| d.get()).is_some() {
+        return f();
+    }
+    scope_from(budget, thread_cpu_time(), Instant::now(), f)
+}
+
+/// Like [`scope`], counting from clock readings the caller already took (saves a clock read).
+pub fn scope_from<R>(
+    budget: Duration,
+    cpu_start: Duration,
+    wall_start: Instant,
+    f: impl FnOnce() -> R,
+) -> R {
     let prev = DEADLINE.with(|d| d.get());
     if prev.is_some() {
         return f();
     }
     let _restore = Restore(prev);
     let deadline = Deadline {
-        cpu: thread_cpu_time() + budget,
-        wall: Instant::now() + budget * WALL_FACTOR,
+        cpu: cpu_start + budget,
+        wall: wall_start + budget * WALL_FACTOR,
     };
     DEADLINE.with(|d| d.set(Some(deadline)));
     f()

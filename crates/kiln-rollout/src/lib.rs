@@ -1,1 +1,2 @@
 //! kiln-rollout
+pub use kiln_model::TokenBatch;

@@ -20,6 +20,8 @@ enum Command {
     /// Measure speed and memory.
     #[command(subcommand)]
     Bench(commands::bench::BenchCommand),
+    /// Score responses with a verifier (countdown, math, gsm8k): one JSON verdict per line.
+    Score(commands::score::ScoreArgs),
     /// Fetch SmolLM2-135M-Instruct (GGUF) into kiln's cache and print its path.
     FetchModel,
 }
@@ -37,6 +39,7 @@ fn main() {
         Command::Generate(args) => commands::generate::run(&args),
         Command::Export(args) => commands::export::run(&args),
         Command::Bench(cmd) => commands::bench::run(&cmd),
+        Command::Score(args) => commands::score::run(&args),
         Command::FetchModel => kiln_model::hub::smollm2_gguf()
             .map(|p| println!("{}", p.display()))
             .map_err(Into::into),

@@ -64,7 +64,7 @@ pub fn rows_u32(shape: &[usize], values: &[f64]) -> Vec<Vec<u32>> {
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().into_vec::<f32>().unwrap()
+    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
 }
 
 pub const TINY_MODELS: [&str; 4] = ["tiny-llama", "tiny-llama3-rope", "tiny-qwen2", "tiny-qwen3"];

@@ -16,7 +16,8 @@ pub fn fixture_dir() -> PathBuf {
 
 pub fn load() -> Fixtures {
     let dir = fixture_dir();
-    let bytes = std::fs::read(dir.join("optim_golden.safetensors")).expect("fixtures: run benchmarks/reference/optim_reference.py");
+    let bytes = std::fs::read(dir.join("optim_golden.safetensors"))
+        .expect("fixtures: run benchmarks/reference/optim_reference.py");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
     let mut f32s = HashMap::new();
     let mut i64s = HashMap::new();
@@ -51,13 +52,25 @@ pub fn load() -> Fixtures {
 
 impl Fixtures {
     pub fn f(&self, name: &str) -> &[f32] {
-        &self.f32s.get(name).unwrap_or_else(|| panic!("missing fixture {name}")).1
+        &self
+            .f32s
+            .get(name)
+            .unwrap_or_else(|| panic!("missing fixture {name}"))
+            .1
     }
     pub fn shape(&self, name: &str) -> &[usize] {
-        &self.f32s.get(name).unwrap_or_else(|| panic!("missing fixture {name}")).0
+        &self
+            .f32s
+            .get(name)
+            .unwrap_or_else(|| panic!("missing fixture {name}"))
+            .0
     }
     pub fn i(&self, name: &str) -> &[i64] {
-        &self.i64s.get(name).unwrap_or_else(|| panic!("missing fixture {name}")).1
+        &self
+            .i64s
+            .get(name)
+            .unwrap_or_else(|| panic!("missing fixture {name}"))
+            .1
     }
 }
 
@@ -65,7 +78,10 @@ impl Fixtures {
 /// at 1% of the tensor's scale for entries that are ~0).
 pub fn assert_close(what: &str, got: &[f32], want: &[f32], rtol: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let scale = want.iter().fold(0.0f64, |a, &w| a.max((w as f64).abs())).max(1e-30);
+    let scale = want
+        .iter()
+        .fold(0.0f64, |a, &w| a.max((w as f64).abs()))
+        .max(1e-30);
     let mut worst = (0.0f64, 0usize);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w as f64).abs();
@@ -86,5 +102,25 @@ pub fn assert_scalar(what: &str, got: f64, want: f64, rtol: f64) {
         err <= rtol * want.abs().max(1e-12),
         "{what}: got {got}, want {want} (rel err {:.3e})",
         err / want.abs().max(1e-12)
+    );
+}
+
+/// Scale-relative: `max |got - want| <= rtol * max |want|` (for matmul outputs compared between
+/// two float32 implementations, where entries near zero carry cancellation noise).
+pub fn assert_close_scale(what: &str, got: &[f32], want: &[f32], rtol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(0.0f64, |a, &w| a.max((w as f64).abs()));
+    assert!(scale > 0.0, "{what}: reference is all zero");
+    let (err, i) = got
+        .iter()
+        .zip(want)
+        .enumerate()
+        .map(|(i, (&g, &w))| ((g as f64 - w as f64).abs(), i))
+        .fold((0.0, 0), |a, b| if b.0 > a.0 { b } else { a });
+    assert!(
+        err <= rtol * scale,
+        "{what}[{i}]: got {}, want {} (err {err:.3e} > {rtol:e} x scale {scale:.3e})",
+        got[i],
+        want[i]
     );
 }

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod export;
 pub mod generate;
+pub mod score;
 
 /// Peak resident memory of this process in MiB (Linux: VmHWM), if known.
 pub fn peak_rss_mb() -> Option<f64> {

@@ -1,4 +1,4 @@
-//! Shared bench helpers (included with `#[path]`).
+//! Shared bench helpers (`mod common;` in each bench).
 #![allow(dead_code)]
 
 use burn::prelude::*;
@@ -11,7 +11,10 @@ pub const V: usize = 49152;
 pub struct Lcg(pub u64);
 impl Lcg {
     pub fn uniform(&mut self) -> f32 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         ((self.0 >> 40) as f32 + 0.5) / (1u64 << 24) as f32
     }
     pub fn normal(&mut self) -> f32 {
@@ -34,23 +37,41 @@ pub fn problem(dev: &Device, n: usize, w_scale: f32, cfg: &LossConfig) -> Proble
     let mut r = Lcg(42);
     let hidden = Tensor::<1>::from_floats(r.vec(n * D, 1.0).as_slice(), dev).reshape([n, D]);
     let weight = Tensor::<1>::from_floats(r.vec(D * V, w_scale).as_slice(), dev).reshape([D, V]);
-    let targets: Vec<i64> = (0..n).map(|_| (r.uniform() * V as f32) as i64 % V as i64).collect();
+    let targets: Vec<i64> = (0..n)
+        .map(|_| (r.uniform() * V as f32) as i64 % V as i64)
+        .collect();
     let old: Vec<f32> = r.vec(n, 1.0).iter().map(|x| x - 8.0).collect();
     let rf: Vec<f32> = r.vec(n, 1.0).iter().map(|x| x - 8.0).collect();
     let adv = r.vec(n, 1.0);
     let mask = vec![1.0f32; n];
     let l = 512.min(n);
     let counts = GlobalCounts::from_mask(&mask, l, l);
-    let batch =
-        TokenBatch::from_host(dev, &targets, &old, &adv, Some(&rf), &mask, l, cfg.agg, &counts)
-            .unwrap();
-    Problem { hidden, weight, batch }
+    let batch = TokenBatch::from_host(
+        dev,
+        &targets,
+        &old,
+        &adv,
+        Some(&rf),
+        &mask,
+        l,
+        cfg.agg,
+        &counts,
+    )
+    .unwrap();
+    Problem {
+        hidden,
+        weight,
+        batch,
+    }
 }
 
 pub fn ppo_config() -> LossConfig {
     LossConfig {
         agg: AggMode::TokenMean,
-        kl_loss: Some(KlLoss { estimator: KlEstimator::K3, coef: 0.001 }),
+        kl_loss: Some(KlLoss {
+            estimator: KlEstimator::K3,
+            coef: 0.001,
+        }),
         ..LossConfig::default()
     }
 }
