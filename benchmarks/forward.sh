@@ -9,7 +9,7 @@ SEQ=${2:-256}
 PYTHON=${PYTHON:-python3}
 THREADS=${THREADS:-$(nproc)}
 cargo build --release -p kiln -q
-KILN=target/release/kiln
+KILN=${CARGO_TARGET_DIR:-target}/release/kiln
 DIR=${KILN_BENCH_DIR:-$(mktemp -d)/smollm2-hf}
 [ -f "$DIR/model.safetensors" ] || $KILN export --model smollm2 --out "$DIR"
 kiln_json=$(RAYON_NUM_THREADS=$THREADS $KILN bench forward --model "$DIR" --batch "$BATCH" --seq "$SEQ" --json)
