@@ -174,6 +174,37 @@ impl Tokenizer {
         self.encode(&self.apply_chat_template(messages, add_generation_prompt)?, false)
     }
 
+    /// Renders a chat prompt for generation. When the last message has role `assistant` it is
+    /// a prefill: the messages before it are rendered with the generation prompt and its text is
+    /// appended verbatim (transformers' `continue_final_message`), so the model continues it.
+    pub fn render_prompt(&self, messages: &[ChatMessage]) -> Result<String> {
+        match messages.split_last() {
+            Some((last, before)) if last.role == "assistant" => {
+                let mut text = self.apply_chat_template(before, true)?;
+                text.push_str(&last.content);
+                Ok(text)
+            }
+            _ => self.apply_chat_template(messages, true),
+        }
+    }
+
+    /// The ids of [`Tokenizer::render_prompt`] (special tokens come from the template).
+    pub fn encode_prompt(&self, messages: &[ChatMessage]) -> Result<Vec<u32>> {
+        self.encode(&self.render_prompt(messages)?, false)
+    }
+
+    /// The tokenizer of a GGUF file alone, without loading its weights.
+    pub fn from_gguf(path: &Path) -> Result<Self> {
+        let file = crate::gguf::GgufFile::open(path)?;
+        let config = crate::config::ModelConfig::from_json(&crate::gguf::hf_config(&file)?, path)?;
+        Self::from_parts(
+            crate::gguf::load_tokenizer(&file)?,
+            crate::gguf::tokenizer_config(&file)?,
+            &config.eos_token_ids,
+            &path.display().to_string(),
+        )
+    }
+
     /// Writes tokenizer.json and tokenizer_config.json (with the chat template) into `dir`.
     pub fn save_hf(&self, dir: &Path) -> Result<()> {
         let tok_path = dir.join("tokenizer.json");
