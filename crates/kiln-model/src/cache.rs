@@ -72,7 +72,10 @@ impl KvCache {
             .map(|layer| {
                 layer.as_ref().map(|(k, v)| {
                     let idx = Tensor::<1, Int>::from_data(
-                        TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]),
+                        TensorData::new(
+                            rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                            [rows.len()],
+                        ),
                         &k.device(),
                     );
                     (k.clone().select(0, idx.clone()), v.clone().select(0, idx))
@@ -81,7 +84,11 @@ impl KvCache {
             .collect();
         let valid = rows
             .iter()
-            .flat_map(|&r| self.valid[r * self.slots..(r + 1) * self.slots].iter().copied())
+            .flat_map(|&r| {
+                self.valid[r * self.slots..(r + 1) * self.slots]
+                    .iter()
+                    .copied()
+            })
             .collect();
         KvCache {
             layers,
@@ -102,7 +109,11 @@ impl KvCache {
             }
         }
         self.valid = (0..self.batch)
-            .flat_map(|r| self.valid[r * self.slots..r * self.slots + slots].iter().copied())
+            .flat_map(|r| {
+                self.valid[r * self.slots..r * self.slots + slots]
+                    .iter()
+                    .copied()
+            })
             .collect();
         self.slots = slots;
     }

@@ -26,7 +26,9 @@ pub enum Architecture {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor` (transformers' `linear`).
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.x's piecewise frequency scaling (transformers' `llama3`).
     Llama3 {
         factor: f64,
@@ -135,7 +137,9 @@ impl ModelConfig {
             Some(_) => usize_field("head_dim")?,
         };
         if head_dim == 0 || head_dim % 2 != 0 {
-            return Err(err(format!("head_dim {head_dim} must be even and positive")));
+            return Err(err(format!(
+                "head_dim {head_dim} must be even and positive"
+            )));
         }
         let f64_field = |key: &str, default: f64| -> Result<f64> {
             match v.get(key) {
@@ -233,7 +237,10 @@ impl ModelConfig {
     }
 }
 
-fn parse_rope_scaling(params: Option<&Value>, top: &Value) -> std::result::Result<RopeScaling, String> {
+fn parse_rope_scaling(
+    params: Option<&Value>,
+    top: &Value,
+) -> std::result::Result<RopeScaling, String> {
     let Some(p) = params else {
         return Ok(RopeScaling::None);
     };

@@ -12,7 +12,9 @@ pub fn parse_device(name: &str) -> Result<Device> {
     let unavailable = |feature: &str| {
         ModelError::Device(
             name.to_string(),
-            format!("this kiln was built without the `{feature}` feature (cargo build --features {feature})"),
+            format!(
+                "this kiln was built without the `{feature}` feature (cargo build --features {feature})"
+            ),
         )
     };
     match name {
@@ -27,7 +29,10 @@ pub fn parse_device(name: &str) -> Result<Device> {
             let index: usize = match name.strip_prefix("cuda:") {
                 None => 0,
                 Some(i) => i.parse().map_err(|_| {
-                    ModelError::Device(name.to_string(), "expected cuda:N with N a GPU index".into())
+                    ModelError::Device(
+                        name.to_string(),
+                        "expected cuda:N with N a GPU index".into(),
+                    )
                 })?,
             };
             #[cfg(feature = "cuda")]

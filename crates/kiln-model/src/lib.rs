@@ -137,6 +137,9 @@ impl Model {
         let gen_path = dir.join("generation_config.json");
         std::fs::write(&gen_path, generation.to_string()).map_err(io_err(&gen_path))?;
         self.tokenizer.save_hf(dir)?;
-        loader::write_safetensors(&dir.join("model.safetensors"), &loader::hf_tensors(&self.net))
+        loader::write_safetensors(
+            &dir.join("model.safetensors"),
+            &loader::hf_tensors(&self.net),
+        )
     }
 }

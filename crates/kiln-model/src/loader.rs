@@ -15,8 +15,16 @@ use crate::model::{CausalLm, DecoderLayer, Mlp, SelfAttention, param};
 use crate::weights::{HostTensor, TensorSource};
 
 /// Builds the model described by `cfg` from `source`, on `device`, in f32.
-pub fn build_model(cfg: &ModelConfig, source: &dyn TensorSource, device: &Device) -> Result<CausalLm> {
-    let loader = Loader { cfg, source, device };
+pub fn build_model(
+    cfg: &ModelConfig,
+    source: &dyn TensorSource,
+    device: &Device,
+) -> Result<CausalLm> {
+    let loader = Loader {
+        cfg,
+        source,
+        device,
+    };
     let (d, hd) = (cfg.hidden_size, cfg.head_dim);
     let q_out = cfg.num_attention_heads * hd;
     let kv_out = cfg.num_key_value_heads * hd;
@@ -166,7 +174,10 @@ pub fn hf_tensors(model: &CausalLm) -> Vec<(String, HostTensor)> {
     )];
     for (i, layer) in model.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        out.push((format!("{p}.input_layernorm.weight"), host(layer.input_layernorm.gamma.val())));
+        out.push((
+            format!("{p}.input_layernorm.weight"),
+            host(layer.input_layernorm.gamma.val()),
+        ));
         let a = &layer.self_attn;
         linear(&mut out, &format!("{p}.self_attn.q_proj"), &a.q_proj);
         linear(&mut out, &format!("{p}.self_attn.k_proj"), &a.k_proj);
@@ -180,11 +191,22 @@ pub fn hf_tensors(model: &CausalLm) -> Vec<(String, HostTensor)> {
             format!("{p}.post_attention_layernorm.weight"),
             host(layer.post_attention_layernorm.gamma.val()),
         ));
-        linear(&mut out, &format!("{p}.mlp.gate_proj"), &layer.mlp.gate_proj);
+        linear(
+            &mut out,
+            &format!("{p}.mlp.gate_proj"),
+            &layer.mlp.gate_proj,
+        );
         linear(&mut out, &format!("{p}.mlp.up_proj"), &layer.mlp.up_proj);
-        linear(&mut out, &format!("{p}.mlp.down_proj"), &layer.mlp.down_proj);
+        linear(
+            &mut out,
+            &format!("{p}.mlp.down_proj"),
+            &layer.mlp.down_proj,
+        );
     }
-    out.push(("model.norm.weight".to_string(), host(model.norm.gamma.val())));
+    out.push((
+        "model.norm.weight".to_string(),
+        host(model.norm.gamma.val()),
+    ));
     if let Some(head) = &model.lm_head {
         linear(&mut out, "lm_head", head);
     }
@@ -203,13 +225,12 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, HostTensor)]) -> Resul
     let views: Vec<(String, TensorView<'_>)> = bytes
         .iter()
         .map(|(name, shape, b)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| {
-                ModelError::BadTensor {
+            let view =
+                TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| ModelError::BadTensor {
                     path: path.to_path_buf(),
                     tensor: name.clone(),
                     message: e.to_string(),
-                }
-            });
+                });
             view.map(|v| (name.clone(), v))
         })
         .collect::<Result<_>>()?;

@@ -144,7 +144,9 @@ impl DecoderLayer {
             .self_attn
             .forward(self.input_layernorm.forward(x.clone()), inputs, cache);
         let x = x + attn;
-        let mlp = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        let mlp = self
+            .mlp
+            .forward(self.post_attention_layernorm.forward(x.clone()));
         x + mlp
     }
 }
@@ -197,7 +199,12 @@ impl CausalLm {
     /// keys and values to the cache; returns their logits `[batch, seq, vocab]`. Prefill is a
     /// call on an empty cache. Position ids continue each row's count of real tokens unless
     /// `tokens` carries explicit ones.
-    pub fn forward_cached(&self, rope: &Rope, tokens: &TokenBatch, cache: &mut KvCache) -> Tensor<3> {
+    pub fn forward_cached(
+        &self,
+        rope: &Rope,
+        tokens: &TokenBatch,
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
         assert_eq!(
             cache.batch_size(),
             tokens.batch,
@@ -215,7 +222,13 @@ impl CausalLm {
         let mask = if all_valid.iter().all(|&v| v) {
             None
         } else {
-            Some(attention_mask(&all_valid, tokens.batch, tokens.seq, past, &device))
+            Some(attention_mask(
+                &all_valid,
+                tokens.batch,
+                tokens.seq,
+                past,
+                &device,
+            ))
         };
         let inputs = AttentionInputs { cos, sin, mask };
         let mut x = self.embed(tokens, &device);
@@ -234,14 +247,18 @@ impl CausalLm {
                 let [b, s, d] = hidden.dims();
                 let w = self.embed_tokens.weight.val();
                 let v = w.dims()[0];
-                hidden.reshape([b * s, d]).matmul(w.transpose()).reshape([b, s, v])
+                hidden
+                    .reshape([b * s, d])
+                    .matmul(w.transpose())
+                    .reshape([b, s, v])
             }
         }
     }
 
     fn embed(&self, tokens: &TokenBatch, device: &Device) -> Tensor<3> {
         let ids: Vec<i64> = tokens.ids.iter().map(|&t| t as i64).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [tokens.batch, tokens.seq]), device);
+        let ids =
+            Tensor::<2, Int>::from_data(TensorData::new(ids, [tokens.batch, tokens.seq]), device);
         self.embed_tokens.forward(ids)
     }
 
@@ -254,7 +271,13 @@ impl CausalLm {
 /// The boolean attention mask `[batch, 1, seq, past + seq]` (true = masked) for `seq` new
 /// queries over `past + seq` keys: a key is visible when it is a real token and not in the
 /// future of the query.
-fn attention_mask(valid: &[bool], batch: usize, seq: usize, past: usize, device: &Device) -> Tensor<4, Bool> {
+fn attention_mask(
+    valid: &[bool],
+    batch: usize,
+    seq: usize,
+    past: usize,
+    device: &Device,
+) -> Tensor<4, Bool> {
     let keys = past + seq;
     debug_assert_eq!(valid.len(), batch * keys);
     let mut mask = Vec::with_capacity(batch * seq * keys);
@@ -269,6 +292,10 @@ fn attention_mask(valid: &[bool], batch: usize, seq: usize, past: usize, device:
 }
 
 /// Builds a burn parameter from a host tensor.
-pub(crate) fn param<const D: usize>(data: Vec<f32>, shape: [usize; D], device: &Device) -> Param<Tensor<D>> {
+pub(crate) fn param<const D: usize>(
+    data: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Param<Tensor<D>> {
     Param::from_tensor(Tensor::from_data(TensorData::new(data, shape), device))
 }

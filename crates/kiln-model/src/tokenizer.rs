@@ -56,10 +56,11 @@ impl Tokenizer {
                 hint: String::new(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ModelError::Tokenizer {
-            origin: tok_path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        let inner =
+            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ModelError::Tokenizer {
+                origin: tok_path.display().to_string(),
+                message: e.to_string(),
+            })?;
         let cfg_path = dir.join("tokenizer_config.json");
         let mut config_json = if cfg_path.exists() {
             let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
@@ -75,7 +76,12 @@ impl Tokenizer {
             let text = std::fs::read_to_string(&jinja).map_err(io_err(&jinja))?;
             config_json["chat_template"] = Value::String(text);
         }
-        Self::from_parts(inner, config_json, config_eos, &cfg_path.display().to_string())
+        Self::from_parts(
+            inner,
+            config_json,
+            config_eos,
+            &cfg_path.display().to_string(),
+        )
     }
 
     /// Builds the tokenizer from a `tokenizers::Tokenizer` and a tokenizer_config.json value.
@@ -159,19 +165,29 @@ impl Tokenizer {
     }
 
     /// Renders `messages` with the checkpoint's own chat template.
-    pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let t = self
-            .chat_template
-            .as_ref()
-            .ok_or_else(|| ModelError::ChatTemplate("this checkpoint has no chat template".into()))?;
+    pub fn apply_chat_template(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let t = self.chat_template.as_ref().ok_or_else(|| {
+            ModelError::ChatTemplate("this checkpoint has no chat template".into())
+        })?;
         t.render(messages, add_generation_prompt)
             .map_err(|e| ModelError::ChatTemplate(e.to_string()))
     }
 
     /// The ids of a chat prompt, as transformers' `apply_chat_template(..., tokenize=True)`:
     /// the rendered text tokenized without adding special tokens (the template has them).
-    pub fn encode_chat(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<Vec<u32>> {
-        self.encode(&self.apply_chat_template(messages, add_generation_prompt)?, false)
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<Vec<u32>> {
+        self.encode(
+            &self.apply_chat_template(messages, add_generation_prompt)?,
+            false,
+        )
     }
 
     /// Renders a chat prompt for generation. When the last message has role `assistant` it is
@@ -221,8 +237,10 @@ impl Tokenizer {
         if let Some(src) = &self.chat_template_source {
             cfg["chat_template"] = Value::String(src.clone());
         }
-        cfg.as_object_mut()
-            .map(|o| o.entry("tokenizer_class").or_insert("PreTrainedTokenizerFast".into()));
+        cfg.as_object_mut().map(|o| {
+            o.entry("tokenizer_class")
+                .or_insert("PreTrainedTokenizerFast".into())
+        });
         let path = dir.join("tokenizer_config.json");
         let text = serde_json::to_string_pretty(&cfg).map_err(|e| ModelError::Tokenizer {
             origin: path.display().to_string(),

@@ -136,7 +136,11 @@ impl TensorSource for SafetensorsSource {
                 .chunks_exact(2)
                 .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
                 .collect(),
-            other => return Err(bad(format!("dtype {other:?} is not a float type kiln loads"))),
+            other => {
+                return Err(bad(format!(
+                    "dtype {other:?} is not a float type kiln loads"
+                )));
+            }
         };
         Ok(Some(HostTensor {
             shape: view.shape().to_vec(),

@@ -54,7 +54,10 @@ fn truncated_safetensors_is_an_error_naming_the_file() {
         let e = load_net(&d).unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("model.safetensors"), "cut {cut}: {msg}");
-        assert!(matches!(e, ModelError::Safetensors { .. }), "cut {cut}: {msg}");
+        assert!(
+            matches!(e, ModelError::Safetensors { .. }),
+            "cut {cut}: {msg}"
+        );
     }
 }
 
@@ -62,10 +65,17 @@ fn truncated_safetensors_is_an_error_naming_the_file() {
 fn unknown_architecture_is_named() {
     let d = tiny_copy("arch");
     let cfg = std::fs::read_to_string(d.join("config.json")).unwrap();
-    std::fs::write(d.join("config.json"), cfg.replace("\"llama\"", "\"gpt_neox\"")).unwrap();
+    std::fs::write(
+        d.join("config.json"),
+        cfg.replace("\"llama\"", "\"gpt_neox\""),
+    )
+    .unwrap();
     let e = load_net(&d).unwrap_err();
     assert!(matches!(e, ModelError::UnknownArchitecture { .. }), "{e}");
-    assert!(e.to_string().contains("gpt_neox") && e.to_string().contains("config.json"), "{e}");
+    assert!(
+        e.to_string().contains("gpt_neox") && e.to_string().contains("config.json"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -81,7 +91,10 @@ fn shape_mismatch_names_the_tensor() {
     let msg = e.to_string();
     assert!(matches!(e, ModelError::ShapeMismatch { .. }), "{msg}");
     assert!(msg.contains("model.layers.0.mlp.gate_proj.weight"), "{msg}");
-    assert!(msg.contains("[96, 64]") && msg.contains("[128, 64]"), "{msg}");
+    assert!(
+        msg.contains("[96, 64]") && msg.contains("[128, 64]"),
+        "{msg}"
+    );
 }
 
 #[test]

@@ -76,7 +76,16 @@ fn greedy_decoding_through_the_kv_cache_matches_transformers() {
         let want: Vec<u32> = output.iter().map(|&x| x as u32).collect();
         let new = want.len() - prompt.len();
         // No eos stop: transformers generated exactly `new` tokens.
-        let got = greedy(&net, &rope, prompt, new, &[], cfg.max_position_embeddings, |_| {}).unwrap();
+        let got = greedy(
+            &net,
+            &rope,
+            prompt,
+            new,
+            &[],
+            cfg.max_position_embeddings,
+            |_| {},
+        )
+        .unwrap();
         assert_eq!(got.generated_ids, want[prompt.len()..], "{name}");
     }
 }
@@ -96,12 +105,19 @@ fn padding_side_does_not_change_real_logits() {
         let batch = TokenBatch::padded(&rows, 0, side).unwrap();
         let got = to_vec(net.forward(&rope, &batch));
         for (r, row) in rows.iter().enumerate() {
-            let offset = if side == Padding::Left { batch.seq - row.len() } else { 0 };
+            let offset = if side == Padding::Left {
+                batch.seq - row.len()
+            } else {
+                0
+            };
             for t in 0..row.len() {
                 let at = (r * batch.seq + offset + t) * vocab;
                 let err = max_abs_diff(
                     &got[at..at + vocab],
-                    &alone[r][t * vocab..(t + 1) * vocab].iter().map(|&x| x as f64).collect::<Vec<_>>(),
+                    &alone[r][t * vocab..(t + 1) * vocab]
+                        .iter()
+                        .map(|&x| x as f64)
+                        .collect::<Vec<_>>(),
                 );
                 assert!(err < 1e-5, "{side:?} row {r} token {t}: {err}");
             }
@@ -131,7 +147,10 @@ fn kv_cache_paths_agree_with_full_forward() {
         let vocab = want.len() / full.len();
         for t in 0..3 {
             let pos = prompts[r].len() + t;
-            let w: Vec<f64> = want[pos * vocab..(pos + 1) * vocab].iter().map(|&x| x as f64).collect();
+            let w: Vec<f64> = want[pos * vocab..(pos + 1) * vocab]
+                .iter()
+                .map(|&x| x as f64)
+                .collect();
             let err = max_abs_diff(&step_logits[t][r * vocab..(r + 1) * vocab], &w);
             assert!(err < 1e-5, "row {r} step {t}: {err}");
         }

@@ -15,11 +15,19 @@ fn fixture_json(file: &str) -> Value {
 }
 
 fn ids(v: &Value) -> Vec<u32> {
-    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
 }
 
 fn floats(v: &Value) -> Vec<f64> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect()
 }
 
 fn check_tokenizer(model: &Model, label: &str) {
@@ -29,19 +37,39 @@ fn check_tokenizer(model: &Model, label: &str) {
         let got = model.tokenizer.encode(text, false).unwrap();
         assert_eq!(got, ids(&case["ids"]), "{label}: tokenization of {text:?}");
         let decoded = model.tokenizer.decode(&got, false).unwrap();
-        assert_eq!(decoded, case["decoded"].as_str().unwrap(), "{label}: decode of {text:?}");
+        assert_eq!(
+            decoded,
+            case["decoded"].as_str().unwrap(),
+            "{label}: decode of {text:?}"
+        );
     }
     for case in cases["chat_template"].as_array().unwrap() {
         let messages: Vec<ChatMessage> = serde_json::from_value(case["messages"].clone()).unwrap();
-        let rendered = model.tokenizer.apply_chat_template(&messages, true).unwrap();
-        assert_eq!(rendered, case["rendered"].as_str().unwrap(), "{label}: chat template");
+        let rendered = model
+            .tokenizer
+            .apply_chat_template(&messages, true)
+            .unwrap();
+        assert_eq!(
+            rendered,
+            case["rendered"].as_str().unwrap(),
+            "{label}: chat template"
+        );
         let got = model.tokenizer.encode_chat(&messages, true).unwrap();
         assert_eq!(got, ids(&case["ids"]), "{label}: chat ids");
     }
     let special = &cases["special_tokens"];
-    assert_eq!(model.tokenizer.bos_id, Some(special["bos"].as_u64().unwrap() as u32));
-    assert_eq!(model.tokenizer.eos_ids[0], special["eos"].as_u64().unwrap() as u32);
-    assert_eq!(model.tokenizer.pad_id, Some(special["pad"].as_u64().unwrap() as u32));
+    assert_eq!(
+        model.tokenizer.bos_id,
+        Some(special["bos"].as_u64().unwrap() as u32)
+    );
+    assert_eq!(
+        model.tokenizer.eos_ids[0],
+        special["eos"].as_u64().unwrap() as u32
+    );
+    assert_eq!(
+        model.tokenizer.pad_id,
+        Some(special["pad"].as_u64().unwrap() as u32)
+    );
 }
 
 /// Top-50 logits at the last position and teacher-forced log-probs within 2e-3; greedy argmax
@@ -62,7 +90,10 @@ fn check_logits(model: &Model, label: &str) {
 
         let last = &logits[(n - 1) * v..n * v];
         let mut err = 0f64;
-        for (id, want) in ids(&case["last_top50_ids"]).iter().zip(floats(&case["last_top50_logits"])) {
+        for (id, want) in ids(&case["last_top50_ids"])
+            .iter()
+            .zip(floats(&case["last_top50_logits"]))
+        {
             err = err.max((last[*id as usize] as f64 - want).abs());
         }
         assert!(err < 2e-3, "{label}: top-50 logits differ by {err}");
@@ -72,7 +103,10 @@ fn check_logits(model: &Model, label: &str) {
             let got = logp[t * v + input[t + 1] as usize] as f64;
             lp_err = lp_err.max((got - want).abs());
         }
-        assert!(lp_err < 2e-3, "{label}: teacher-forced log-probs differ by {lp_err}");
+        assert!(
+            lp_err < 2e-3,
+            "{label}: teacher-forced log-probs differ by {lp_err}"
+        );
 
         for (step, (&want, &margin)) in greedy.iter().zip(&margins).enumerate() {
             let row = &logits[(n - 1 + step) * v..(n + step) * v];
@@ -81,7 +115,10 @@ fn check_logits(model: &Model, label: &str) {
                 assert_eq!(got, want, "{label}: greedy step {step} (margin {margin})");
             }
         }
-        println!("{label}: {:?}: top-50 err {err:.2e}, log-prob err {lp_err:.2e}", case["prompt"]);
+        println!(
+            "{label}: {:?}: top-50 err {err:.2e}, log-prob err {lp_err:.2e}",
+            case["prompt"]
+        );
     }
 }
 
@@ -104,7 +141,11 @@ fn check_greedy_generation(model: &Model, label: &str) {
             |_| {},
         )
         .unwrap();
-        assert_eq!(out.generated_ids[..decided], want[..decided], "{label}: greedy ids");
+        assert_eq!(
+            out.generated_ids[..decided],
+            want[..decided],
+            "{label}: greedy ids"
+        );
         if decided == want.len() {
             let text = model.tokenizer.decode(&out.generated_ids, false).unwrap();
             assert_eq!(text, case["greedy_text"].as_str().unwrap(), "{label}");

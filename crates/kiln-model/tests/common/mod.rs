@@ -18,7 +18,11 @@ pub fn shared_dir() -> PathBuf {
 
 pub fn fixture(name: &str) -> PathBuf {
     let p = shared_dir().join("fixtures").join(name);
-    assert!(p.is_dir(), "fixture {} not found: set KILN_SHARED", p.display());
+    assert!(
+        p.is_dir(),
+        "fixture {} not found: set KILN_SHARED",
+        p.display()
+    );
     p
 }
 
@@ -64,7 +68,10 @@ pub fn rows_u32(shape: &[usize], values: &[f64]) -> Vec<Vec<u32>> {
 }
 
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_into_vec::<f32>().unwrap()
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .unwrap()
 }
 
 pub const TINY_MODELS: [&str; 4] = ["tiny-llama", "tiny-llama3-rope", "tiny-qwen2", "tiny-qwen3"];

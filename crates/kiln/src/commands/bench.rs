@@ -40,7 +40,8 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<()> {
         bail!("--batch, --seq and --iters must be positive");
     }
     let device = parse_device(&args.device)?;
-    let model = Model::load(&args.model, &device).with_context(|| format!("loading {}", args.model))?;
+    let model =
+        Model::load(&args.model, &device).with_context(|| format!("loading {}", args.model))?;
     let vocab = model.config.vocab_size as u64;
     // Deterministic pseudo-random tokens (the same ones the reference script uses).
     let rows: Vec<Vec<u32>> = (0..args.batch)

@@ -16,7 +16,8 @@ pub struct ExportArgs {
 
 pub fn run(args: &ExportArgs) -> anyhow::Result<()> {
     let device = parse_device("flex")?;
-    let model = Model::load(&args.model, &device).with_context(|| format!("loading {}", args.model))?;
+    let model =
+        Model::load(&args.model, &device).with_context(|| format!("loading {}", args.model))?;
     model
         .save_hf(&args.out)
         .with_context(|| format!("writing {}", args.out.display()))?;

@@ -34,7 +34,8 @@ pub fn run(args: &GenerateArgs) -> anyhow::Result<()> {
         bail!("--max-new-tokens must be at least 1");
     }
     let device = parse_device(&args.device)?;
-    let model = Model::load(&args.model, &device).with_context(|| format!("loading {}", args.model))?;
+    let model =
+        Model::load(&args.model, &device).with_context(|| format!("loading {}", args.model))?;
     let tok = &model.tokenizer;
     let prompt_ids = if args.chat {
         tok.encode_chat(&[ChatMessage::new("user", &args.prompt)], true)?
