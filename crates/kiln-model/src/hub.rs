@@ -83,31 +83,38 @@ fn hf_repo(repo: &str) -> Result<PathBuf> {
         .build()
         .map_err(|e| err(format!("cannot start the Hugging Face client: {e}")))?;
     let remote = api.model(repo.to_string());
-    let fetch = |file: &str| -> Result<Option<PathBuf>> {
+    // A missing optional file (a repo without chat_template.jinja, or no network for a fully
+    // cached model) is not an error; a required one that can be neither found nor downloaded is.
+    let fetch = |file: &str, required: bool| -> Result<Option<PathBuf>> {
         if let Some(p) = cached.get(file) {
             return Ok(Some(p));
         }
         match remote.get(file) {
             Ok(p) => Ok(Some(p)),
             Err(hf_hub::api::sync::ApiError::RequestError(e)) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(err(format!(
+            Err(e) if required => Err(err(format!(
                 "`{file}` is not in the local Hugging Face cache ({}) and downloading it failed: {e}. \
                  Without network access, download the model elsewhere and pass its directory.",
                 cache.path().display()
             ))),
+            Err(e) => {
+                tracing::debug!("{repo}: optional file {file} unavailable: {e}");
+                Ok(None)
+            }
         }
     };
-    let config = fetch("config.json")?.ok_or_else(|| err("the repo has no config.json".into()))?;
+    let config =
+        fetch("config.json", true)?.ok_or_else(|| err("the repo has no config.json".into()))?;
     for f in [
         "tokenizer.json",
         "tokenizer_config.json",
         "generation_config.json",
         "chat_template.jinja",
     ] {
-        fetch(f)?;
+        fetch(f, false)?;
     }
-    if fetch("model.safetensors")?.is_none() {
-        let index = fetch("model.safetensors.index.json")?
+    if fetch("model.safetensors", false)?.is_none() {
+        let index = fetch("model.safetensors.index.json", true)?
             .ok_or_else(|| err("the repo has neither model.safetensors nor an index".into()))?;
         let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
         let v: serde_json::Value =
@@ -123,7 +130,7 @@ fn hf_repo(repo: &str) -> Result<PathBuf> {
         shards.sort();
         shards.dedup();
         for s in shards {
-            fetch(&s)?.ok_or_else(|| err(format!("shard {s} is missing")))?;
+            fetch(&s, true)?.ok_or_else(|| err(format!("shard {s} is missing")))?;
         }
     }
     Ok(config.parent().map(Path::to_path_buf).unwrap_or_default())
