@@ -98,7 +98,7 @@ fn padding_side_does_not_change_real_logits() {
     let rows = vec![vec![5u32, 9, 17, 33, 2, 100, 7], vec![40u32, 41, 42]];
     let alone: Vec<Vec<f32>> = rows
         .iter()
-        .map(|r| to_vec(net.forward(&rope, &TokenBatch::new(&[r.clone()]).unwrap())))
+        .map(|r| to_vec(net.forward(&rope, &TokenBatch::new(std::slice::from_ref(r)).unwrap())))
         .collect();
     let vocab = alone[0].len() / rows[0].len();
     for side in [Padding::Left, Padding::Right] {
@@ -129,6 +129,7 @@ fn padding_side_does_not_change_real_logits() {
 /// full-sequence path, and a cache copied per row and truncated to a prefix continues exactly as
 /// a fresh prefill of that prefix would.
 #[test]
+#[allow(clippy::needless_range_loop)] // indexes several parallel arrays by step
 fn kv_cache_paths_agree_with_full_forward() {
     let (_, net, rope) = tiny_model("tiny-llama");
     let prompts = vec![vec![3u32, 4, 5, 6, 7], vec![8u32, 9]];
@@ -143,7 +144,10 @@ fn kv_cache_paths_agree_with_full_forward() {
     }
     for r in 0..2 {
         let full: Vec<u32> = prompts[r].iter().chain(&continuation[r]).copied().collect();
-        let want = to_vec(net.forward(&rope, &TokenBatch::new(&[full.clone()]).unwrap()));
+        let want = to_vec(net.forward(
+            &rope,
+            &TokenBatch::new(std::slice::from_ref(&full)).unwrap(),
+        ));
         let vocab = want.len() / full.len();
         for t in 0..3 {
             let pos = prompts[r].len() + t;

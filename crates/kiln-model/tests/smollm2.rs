@@ -82,7 +82,7 @@ fn check_logits(model: &Model, label: &str) {
         let margins = floats(&case["greedy_top2_margins"]);
         // One pass over prompt + reference greedy continuation gives every number we compare.
         let full: Vec<u32> = input.iter().chain(&greedy).copied().collect();
-        let logits = model.forward(&TokenBatch::new(&[full.clone()]).unwrap());
+        let logits = model.forward(&TokenBatch::new(std::slice::from_ref(&full)).unwrap());
         let [_, s, v] = logits.dims();
         let logp = to_vec(log_softmax(logits.clone().reshape([s, v]), 1));
         let logits = to_vec(logits);
