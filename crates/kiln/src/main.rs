@@ -13,7 +13,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Generate text from a model (greedy).
+    /// Generate from a model: one prompt (streamed) or a JSONL file of prompts.
     Generate(commands::generate::GenerateArgs),
     /// Write a model as a Hugging Face directory (config.json, model.safetensors, tokenizer).
     Export(commands::export::ExportArgs),

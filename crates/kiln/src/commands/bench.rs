@@ -8,6 +8,8 @@ use kiln_model::{Model, TokenBatch, parse_device};
 pub enum BenchCommand {
     /// Full-sequence forward pass (training/scoring path) throughput and peak memory.
     Forward(ForwardArgs),
+    /// Rollout engine throughput: new tokens/s, prefill tokens/s, peak RSS.
+    Rollout(super::rollout_bench::RolloutBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -32,6 +34,7 @@ pub struct ForwardArgs {
 pub fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Forward(args) => forward(args),
+        BenchCommand::Rollout(args) => super::rollout_bench::run(args),
     }
 }
 

@@ -1,6 +1,7 @@
 pub mod bench;
 pub mod export;
 pub mod generate;
+pub mod rollout_bench;
 pub mod score;
 
 /// Peak resident memory of this process in MiB (Linux: VmHWM), if known.

@@ -1,0 +1,761 @@
+//! The rollout engine: batched sampling decode over a kiln-model policy without autodiff.
+//!
+//! How a request runs:
+//! 1. Prompts are sorted by length and cut into *waves* that fit `max_batch_tokens` (prompt
+//!    tokens of one prefill, and KV slots of one decode batch). A prompt longer than the budget
+//!    runs alone; nothing is ever refused for size.
+//! 2. A wave's prompts are prefilled once, left-padded, in one forward pass. All but each
+//!    prompt's last token go through the trunk only (no `[tokens x vocab]` logits: the LM head is
+//!    swapped for a 1-wide stub), then the last tokens run as one step through the real head.
+//! 3. The n samples of a prompt get copies of its KV rows (`KvCache::select_rows`) and sample
+//!    their first token from the prompt's logits, each from its own random stream.
+//! 4. Live rows decode in lock-step, one token per row per forward call. Finished rows leave the
+//!    batch (the cache is compacted) as soon as carrying them would cost more than the copy, so
+//!    the cost follows the live rows.
+//!
+//! [`Engine::fork`] continues a rollout from response position k: with the parent's KV retained
+//! (`SamplingParams::retain_kv`) no prompt token runs again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use burn::nn::LinearConfig;
+use burn::prelude::*;
+use kiln_model::{CausalLm, KvCache, Model, Rope, TokenBatch, Tokenizer};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Result, RolloutError};
+use crate::params::SamplingParams;
+use crate::sampler::{Draw, row_rng, sample};
+
+/// Default bound on the KV slots (rows x slots) of one decode batch and on the prompt tokens of
+/// one prefill.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 32 * 1024;
+
+/// Why a response ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// An eos id or one of `stop_token_ids` was sampled (it is the last response id).
+    Eos,
+    /// The decoded text reached this stop string (see `SamplingParams::stop_strings`).
+    StopString(String),
+    /// `max_new_tokens` tokens, or the model's context is full.
+    Length,
+}
+
+impl FinishReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            FinishReason::Eos => "eos",
+            FinishReason::StopString(_) => "stop_string",
+            FinishReason::Length => "length",
+        }
+    }
+}
+
+/// Where a forked rollout came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ForkOrigin {
+    /// `sample_index` of the parent (same prompt).
+    pub parent_sample: usize,
+    /// The parent's first `at` response tokens were kept; the token at `at` was drawn anew.
+    pub at: usize,
+}
+
+/// One sampled response.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rollout {
+    pub prompt_index: usize,
+    pub sample_index: usize,
+    pub prompt_ids: Vec<u32>,
+    pub response_ids: Vec<u32>,
+    /// Behaviour log-prob of each response token under the distribution it was sampled from
+    /// (temperature and filters applied, renormalised; greedy: softmax of the raw logits).
+    pub logprobs: Vec<f32>,
+    /// Entropy (nats) of that distribution at each response position.
+    pub entropies: Vec<f32>,
+    /// With `SamplingParams::top_logprobs = k`: at each position the k most likely (id, log-prob)
+    /// of that distribution, most likely first (fewer where the filters kept fewer).
+    pub top_logprobs: Option<Vec<Vec<(u32, f32)>>>,
+    pub finish_reason: FinishReason,
+    /// The decoded response (special tokens skipped; cut before a stop string). `None` without
+    /// a tokenizer.
+    pub text: Option<String>,
+    /// Set on rollouts made by [`Engine::fork`].
+    pub fork: Option<ForkOrigin>,
+    #[serde(skip)]
+    kv: Option<Arc<RetainedKv>>,
+}
+
+impl Rollout {
+    /// Whether this rollout kept its KV cache (forks from it need no prompt prefill).
+    pub fn has_kv(&self) -> bool {
+        self.kv.is_some()
+    }
+
+    /// Drops the retained KV cache (frees its memory).
+    pub fn drop_kv(&mut self) {
+        self.kv = None;
+    }
+}
+
+/// The KV of one finished row: one cache row holding `real` tokens after its left padding (the
+/// prompt and every response token but the last).
+#[derive(Debug)]
+struct RetainedKv {
+    cache: KvCache,
+    real: usize,
+}
+
+/// The n rollouts of one prompt, in sample order.
+#[derive(Debug, Clone, Serialize)]
+pub struct RolloutGroup {
+    pub prompt_index: usize,
+    pub prompt_ids: Vec<u32>,
+    pub rollouts: Vec<Rollout>,
+}
+
+/// A token as it is sampled (for streaming).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenEvent {
+    pub prompt_index: usize,
+    pub sample_index: usize,
+    pub token: u32,
+}
+
+/// Continue `parent` from response position `at` with `n` new samples, numbered
+/// `first_sample_index..first_sample_index + n` (their random streams are keyed by those).
+#[derive(Debug, Clone, Copy)]
+pub struct ForkRequest<'r> {
+    pub parent: &'r Rollout,
+    pub at: usize,
+    pub n: usize,
+    pub first_sample_index: usize,
+}
+
+/// Work counters since the engine was built (or [`Engine::reset_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct EngineStats {
+    /// Forward calls that prefilled prompts (or fork prefixes without a retained KV).
+    pub prefill_calls: usize,
+    /// Real prompt tokens run through prefill.
+    pub prefill_tokens: usize,
+    /// Decode forward calls (one token per row).
+    pub decode_steps: usize,
+    /// Row-steps of those calls (live rows plus finished rows not yet compacted away).
+    pub decode_rows: usize,
+    /// Tokens sampled.
+    pub sampled_tokens: usize,
+    /// Cache compactions (finished rows leaving a batch).
+    pub compactions: usize,
+}
+
+/// The rollout engine over a policy network (see the module docs).
+pub struct Engine<'a> {
+    net: CausalLm,
+    /// The same network with a 1-wide LM head: prefill without `[tokens x vocab]` logits.
+    trunk: CausalLm,
+    rope: Rope,
+    tokenizer: Option<&'a Tokenizer>,
+    eos_ids: Vec<u32>,
+    pad_id: u32,
+    vocab: usize,
+    max_context: usize,
+    max_batch_tokens: usize,
+    stats: Mutex<EngineStats>,
+}
+
+/// Internal state of one row being decoded.
+struct Row {
+    id: usize,
+    prompt_index: usize,
+    sample_index: usize,
+    prompt: Arc<Vec<u32>>,
+    response: Vec<u32>,
+    logprobs: Vec<f32>,
+    entropies: Vec<f32>,
+    top: Vec<Vec<(u32, f32)>>,
+    rng: ChaCha8Rng,
+    /// Response length at which the row stops (`Length`).
+    cap: usize,
+    finish: Option<FinishReason>,
+    text: Option<String>,
+    fork: Option<ForkOrigin>,
+}
+
+impl<'a> Engine<'a> {
+    /// An engine over `net` (autodiff is dropped: the engine keeps `net.valid()`), its rotary
+    /// tables and context length. Without a tokenizer there is no text and no stop strings.
+    pub fn new(net: &CausalLm, rope: &Rope, max_context: usize) -> Self {
+        let net = net.clone().valid();
+        let device = net.device();
+        let hidden = net.norm.gamma.dims()[0];
+        let mut trunk = net.clone();
+        trunk.lm_head = Some(LinearConfig::new(hidden, 1).with_bias(false).init(&device));
+        Engine {
+            vocab: net.vocab_size(),
+            net,
+            trunk,
+            rope: rope.clone(),
+            tokenizer: None,
+            eos_ids: Vec::new(),
+            pad_id: 0,
+            max_context,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+            stats: Mutex::new(EngineStats::default()),
+        }
+    }
+
+    /// An engine over a loaded checkpoint, with its tokenizer, eos ids and context length.
+    pub fn from_model(model: &'a Model) -> Self {
+        let mut e = Engine::new(
+            &model.net,
+            &model.rope,
+            model.config.max_position_embeddings,
+        );
+        e.eos_ids = model.tokenizer.eos_ids.clone();
+        e.pad_id = model.tokenizer.pad_id.unwrap_or(0);
+        e.tokenizer = Some(&model.tokenizer);
+        e
+    }
+
+    pub fn with_tokenizer(mut self, tokenizer: &'a Tokenizer) -> Self {
+        self.eos_ids = tokenizer.eos_ids.clone();
+        self.pad_id = tokenizer.pad_id.unwrap_or(0);
+        self.tokenizer = Some(tokenizer);
+        self
+    }
+
+    /// Ids that end a response (default: the tokenizer's eos ids; none without a tokenizer).
+    pub fn with_eos_ids(mut self, eos: Vec<u32>) -> Self {
+        self.eos_ids = eos;
+        self
+    }
+
+    /// Bound on rows x KV slots of one decode batch and on the prompt tokens of one prefill.
+    pub fn with_max_batch_tokens(mut self, tokens: usize) -> Self {
+        self.max_batch_tokens = tokens.max(1);
+        self
+    }
+
+    pub fn max_batch_tokens(&self) -> usize {
+        self.max_batch_tokens
+    }
+
+    pub fn tokenizer(&self) -> Option<&'a Tokenizer> {
+        self.tokenizer
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        *self.stats.lock().unwrap()
+    }
+
+    pub fn reset_stats(&self) {
+        *self.stats.lock().unwrap() = EngineStats::default();
+    }
+
+    /// `params.n` rollouts for each prompt, grouped by prompt in input order.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+    ) -> Result<Vec<RolloutGroup>> {
+        self.generate_with(prompts, params, &mut |_| {})
+    }
+
+    /// As [`Engine::generate`], calling `on_token` for every token as it is sampled.
+    pub fn generate_with(
+        &self,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(TokenEvent),
+    ) -> Result<Vec<RolloutGroup>> {
+        self.generate_from(0, prompts, params, on_token)
+    }
+
+    /// As [`Engine::generate_with`] for prompts numbered from `first_prompt_index` (their
+    /// `prompt_index` and random streams): a long list handed over in chunks samples exactly
+    /// as it would in one call.
+    pub fn generate_from(
+        &self,
+        first_prompt_index: usize,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(TokenEvent),
+    ) -> Result<Vec<RolloutGroup>> {
+        self.check_params(params)?;
+        if prompts.is_empty() {
+            return Ok(Vec::new());
+        }
+        for (i, p) in prompts.iter().enumerate() {
+            self.check_prompt(i, p)?;
+        }
+        // Longest first: waves pad little, and the longest prompt bounds each wave.
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len()));
+        let mut finished: Vec<(Row, Option<Arc<RetainedKv>>)> = Vec::new();
+        let mut start = 0;
+        while start < order.len() {
+            let longest = prompts[order[start]].len();
+            let footprint = longest + params.max_new_tokens;
+            let fit = (self.max_batch_tokens / footprint).max(1);
+            let end = (start + fit).min(order.len());
+            let wave = &order[start..end];
+            start = end;
+            let rows: Vec<Vec<u32>> = wave.iter().map(|&i| prompts[i].clone()).collect();
+            let (pcache, plogits) = self.prefill(&rows)?;
+            let shared: Vec<Arc<Vec<u32>>> = rows.into_iter().map(Arc::new).collect();
+            let mut all_rows = Vec::with_capacity(wave.len() * params.n);
+            for (j, &pi) in wave.iter().enumerate() {
+                for s in 0..params.n {
+                    let row =
+                        self.new_row(first_prompt_index + pi, s, shared[j].clone(), params, None);
+                    all_rows.push((j, row));
+                }
+            }
+            let per_batch = (self.max_batch_tokens / (pcache.len() + params.max_new_tokens)).max(1);
+            let mut it = all_rows.into_iter().peekable();
+            while it.peek().is_some() {
+                let chunk: Vec<(usize, Row)> = it.by_ref().take(per_batch).collect();
+                let src: Vec<usize> = chunk.iter().map(|(j, _)| *j).collect();
+                // One sample per prompt in one batch: the prefill cache is the batch's cache.
+                let identity = src.len() == pcache.batch_size()
+                    && src.iter().enumerate().all(|(i, &j)| i == j);
+                let cache = if identity {
+                    pcache.clone()
+                } else {
+                    pcache.select_rows(&src)
+                };
+                let logits: Vec<f32> = src
+                    .iter()
+                    .flat_map(|&j| {
+                        plogits[j * self.vocab..(j + 1) * self.vocab]
+                            .iter()
+                            .copied()
+                    })
+                    .collect();
+                let rows = chunk.into_iter().map(|(_, r)| r).collect();
+                finished.extend(self.decode(cache, rows, logits, params, on_token)?);
+            }
+        }
+        let mut groups: Vec<RolloutGroup> = prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| RolloutGroup {
+                prompt_index: first_prompt_index + i,
+                prompt_ids: p.clone(),
+                rollouts: Vec::with_capacity(params.n),
+            })
+            .collect();
+        for (row, kv) in finished {
+            let pi = row.prompt_index - first_prompt_index;
+            groups[pi]
+                .rollouts
+                .push(self.finish_rollout(row, kv, params));
+        }
+        for g in &mut groups {
+            g.rollouts.sort_by_key(|r| r.sample_index);
+        }
+        Ok(groups)
+    }
+
+    /// Continues each request's parent from response position `at` with `n` new samples. The
+    /// children keep the parent's first `at` response tokens (ids, log-probs, entropies,
+    /// candidates) exactly and draw the rest. With the parent's KV retained
+    /// (`SamplingParams::retain_kv` when it was generated) no prompt or prefix token runs again;
+    /// otherwise prompt + prefix are prefilled once per request. `max_new_tokens` counts tokens
+    /// after `at`. The children of one request decode as one batch; requests run one after the
+    /// other (rows of different parents' caches cannot share a batch with kiln-model's cache API).
+    pub fn fork(
+        &self,
+        requests: &[ForkRequest<'_>],
+        params: &SamplingParams,
+    ) -> Result<Vec<Rollout>> {
+        self.check_params(params)?;
+        let mut out = Vec::new();
+        for (index, req) in requests.iter().enumerate() {
+            let parent = req.parent;
+            let bad = |message: String| RolloutError::Fork { index, message };
+            if req.at > parent.response_ids.len() {
+                return Err(bad(format!(
+                    "position {} is past the parent's {} response tokens",
+                    req.at,
+                    parent.response_ids.len()
+                )));
+            }
+            if req.n == 0 {
+                continue;
+            }
+            let plen = parent.prompt_ids.len();
+            if plen + req.at >= self.max_context {
+                return Err(bad(format!(
+                    "prompt ({plen}) + prefix ({}) leave no room in the context of {}",
+                    req.at, self.max_context
+                )));
+            }
+            // The cache must hold prompt + response[..at-1]; response[at-1] (or the prompt's
+            // last token) is fed to get the logits of position `at`.
+            let full: Vec<u32> = parent
+                .prompt_ids
+                .iter()
+                .chain(&parent.response_ids[..req.at])
+                .copied()
+                .collect();
+            let keep = full.len() - 1;
+            let (cache, logits) = match &parent.kv {
+                Some(kv) if kv.real >= keep => {
+                    let pads = kv.cache.len() - kv.real;
+                    let mut cache = if keep == 0 {
+                        self.net.new_cache(1)
+                    } else {
+                        let mut c = kv.cache.select_rows(&[0]);
+                        c.truncate(pads + keep);
+                        c
+                    };
+                    let step = TokenBatch::new(&[vec![full[keep]]])?;
+                    let logits = self.net.forward_cached(&self.rope, &step, &mut cache);
+                    self.count(|s| {
+                        if keep == 0 {
+                            s.prefill_calls += 1;
+                            s.prefill_tokens += 1;
+                        } else {
+                            s.decode_steps += 1;
+                            s.decode_rows += 1;
+                        }
+                    });
+                    (cache, self.read_logits(logits)?)
+                }
+                _ => self.prefill(&[full])?,
+            };
+            let shared = Arc::new(parent.prompt_ids.clone());
+            let rows: Vec<Row> = (0..req.n)
+                .map(|c| {
+                    let mut row = self.new_row(
+                        parent.prompt_index,
+                        req.first_sample_index + c,
+                        shared.clone(),
+                        params,
+                        Some(ForkOrigin {
+                            parent_sample: parent.sample_index,
+                            at: req.at,
+                        }),
+                    );
+                    row.response = parent.response_ids[..req.at].to_vec();
+                    row.logprobs = parent.logprobs[..req.at].to_vec();
+                    row.entropies = parent.entropies[..req.at].to_vec();
+                    row.top = match &parent.top_logprobs {
+                        Some(t) => t[..req.at].to_vec(),
+                        None => vec![Vec::new(); req.at],
+                    };
+                    row.cap = (req.at + params.max_new_tokens).min(self.max_context - plen);
+                    row
+                })
+                .collect();
+            let per_batch = (self.max_batch_tokens / (cache.len() + params.max_new_tokens)).max(1);
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<Row> = rows.by_ref().take(per_batch).collect();
+                let batch_cache = cache.select_rows(&vec![0; chunk.len()]);
+                let batch_logits = logits.repeat(chunk.len());
+                for (row, kv) in
+                    self.decode(batch_cache, chunk, batch_logits, params, &mut |_| {})?
+                {
+                    out.push(self.finish_rollout(row, kv, params));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn check_params(&self, params: &SamplingParams) -> Result<()> {
+        params.validate()?;
+        if !params.stop_strings.is_empty() && self.tokenizer.is_none() {
+            return Err(RolloutError::Params(
+                "stop_strings need a tokenizer (Engine::with_tokenizer)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_prompt(&self, index: usize, prompt: &[u32]) -> Result<()> {
+        let bad = |message: String| Err(RolloutError::Prompt { index, message });
+        if prompt.is_empty() {
+            return bad("the prompt has no tokens".into());
+        }
+        if prompt.len() >= self.max_context {
+            return bad(format!(
+                "{} tokens leave no room for a response in the context of {}",
+                prompt.len(),
+                self.max_context
+            ));
+        }
+        if let Some(&t) = prompt.iter().find(|&&t| t as usize >= self.vocab) {
+            return bad(format!(
+                "token id {t} is outside the vocabulary of {}",
+                self.vocab
+            ));
+        }
+        Ok(())
+    }
+
+    fn new_row(
+        &self,
+        prompt_index: usize,
+        sample_index: usize,
+        prompt: Arc<Vec<u32>>,
+        params: &SamplingParams,
+        fork: Option<ForkOrigin>,
+    ) -> Row {
+        let cap = params.max_new_tokens.min(self.max_context - prompt.len());
+        Row {
+            id: 0,
+            prompt_index,
+            sample_index,
+            prompt,
+            response: Vec::new(),
+            logprobs: Vec::new(),
+            entropies: Vec::new(),
+            top: Vec::new(),
+            rng: row_rng(params.seed, prompt_index as u64, sample_index as u64),
+            cap,
+            finish: None,
+            text: None,
+            fork,
+        }
+    }
+
+    fn count(&self, f: impl FnOnce(&mut EngineStats)) {
+        f(&mut self.stats.lock().unwrap());
+    }
+
+    fn read_logits(&self, logits: Tensor<3>) -> Result<Vec<f32>> {
+        let [b, s, v] = logits.dims();
+        let last = if s == 1 {
+            logits
+        } else {
+            logits.narrow(1, s - 1, 1)
+        };
+        last.reshape([b, v])
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| RolloutError::Config(format!("reading logits: {e:?}")))
+    }
+
+    /// Prefills `prompts` (left-padded) into a fresh cache; returns it with the logits `[P, V]`
+    /// of each prompt's last position.
+    fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(KvCache, Vec<f32>)> {
+        let p = prompts.len();
+        let mut cache = self.net.new_cache(p);
+        let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        if longest > 1 {
+            // Everything but the last token: trunk only (the stub head's logits are ignored).
+            let seq = longest - 1;
+            let mut ids = Vec::with_capacity(p * seq);
+            let mut mask = Vec::with_capacity(p * seq);
+            for r in prompts {
+                let head = &r[..r.len() - 1];
+                let pad = seq - head.len();
+                ids.extend(std::iter::repeat_n(self.pad_id, pad));
+                mask.extend(std::iter::repeat_n(false, pad));
+                ids.extend_from_slice(head);
+                mask.extend(std::iter::repeat_n(true, head.len()));
+            }
+            let all_real = mask.iter().all(|&m| m);
+            let block = TokenBatch {
+                ids,
+                batch: p,
+                seq,
+                mask: (!all_real).then_some(mask),
+                positions: None,
+            };
+            let _ = self.trunk.forward_cached(&self.rope, &block, &mut cache);
+        }
+        let last: Vec<Vec<u32>> = prompts.iter().map(|r| vec![*r.last().unwrap()]).collect();
+        let logits = self
+            .net
+            .forward_cached(&self.rope, &TokenBatch::new(&last)?, &mut cache);
+        self.count(|s| {
+            s.prefill_calls += 1;
+            s.prefill_tokens += prompts.iter().map(Vec::len).sum::<usize>();
+        });
+        Ok((cache, self.read_logits(logits)?))
+    }
+
+    fn stop_ids(&self, params: &SamplingParams) -> Vec<u32> {
+        let mut ids = params.stop_token_ids.clone();
+        if !params.ignore_eos {
+            ids.extend(&self.eos_ids);
+        }
+        ids
+    }
+
+    /// Lock-step decode of `rows` (cache row i = rows[i]) whose next-token logits are `logits`
+    /// (`[rows, V]`). Returns every row finished, with its retained KV when asked for.
+    fn decode(
+        &self,
+        mut cache: KvCache,
+        mut rows: Vec<Row>,
+        mut logits: Vec<f32>,
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(TokenEvent),
+    ) -> Result<Vec<(Row, Option<Arc<RetainedKv>>)>> {
+        let vocab = self.vocab;
+        let stop_ids = self.stop_ids(params);
+        let tokenizer = self.tokenizer;
+        for (i, r) in rows.iter_mut().enumerate() {
+            r.id = i;
+        }
+        let mut retained: HashMap<usize, Arc<RetainedKv>> = HashMap::new();
+        let mut done = Vec::with_capacity(rows.len());
+        loop {
+            // Sample every live row (rows are independent: each has its own stream).
+            let newly: Vec<bool> = rows
+                .par_iter_mut()
+                .zip(logits.par_chunks(vocab))
+                .map(|(row, z)| {
+                    if row.finish.is_some() {
+                        return false;
+                    }
+                    let Draw {
+                        token,
+                        logprob,
+                        entropy,
+                        top,
+                    } = sample(z, params, &mut row.rng);
+                    row.response.push(token);
+                    row.logprobs.push(logprob);
+                    row.entropies.push(entropy);
+                    row.top.push(top);
+                    if stop_ids.contains(&token) {
+                        row.finish = Some(FinishReason::Eos);
+                    } else if let (false, Some(tok)) = (params.stop_strings.is_empty(), tokenizer)
+                        && let Ok(text) = tok.decode(&row.response, true)
+                        && let Some((pos, s)) = earliest_stop(&text, &params.stop_strings)
+                    {
+                        row.text = Some(text[..pos].to_string());
+                        row.finish = Some(FinishReason::StopString(s.to_string()));
+                    } else if row.response.len() >= row.cap {
+                        row.finish = Some(FinishReason::Length);
+                    }
+                    row.finish.is_some()
+                })
+                .collect();
+            for r in rows.iter().filter(|r| r.finish.is_none()) {
+                on_token(TokenEvent {
+                    prompt_index: r.prompt_index,
+                    sample_index: r.sample_index,
+                    token: *r.response.last().unwrap(),
+                });
+            }
+            for (i, (r, &n)) in rows.iter().zip(&newly).enumerate() {
+                if n {
+                    on_token(TokenEvent {
+                        prompt_index: r.prompt_index,
+                        sample_index: r.sample_index,
+                        token: *r.response.last().unwrap(),
+                    });
+                    if params.retain_kv {
+                        // The cache holds prompt + response[..len-1] for this row right now.
+                        let real = r.prompt.len() + r.response.len() - 1;
+                        let one = cache.select_rows(&[i]);
+                        retained.insert(r.id, Arc::new(RetainedKv { cache: one, real }));
+                    }
+                }
+            }
+            let live = rows.iter().filter(|r| r.finish.is_none()).count();
+            let sampled = live + newly.iter().filter(|&&n| n).count();
+            self.count(|s| s.sampled_tokens += sampled);
+            if live == 0 {
+                for r in rows {
+                    let kv = retained.remove(&r.id);
+                    done.push((r, kv));
+                }
+                return Ok(done);
+            }
+            // Compact when carrying the finished rows for the remaining steps would cost more
+            // than copying the cache once.
+            let dead = rows.len() - live;
+            let remaining = rows
+                .iter()
+                .filter(|r| r.finish.is_none())
+                .map(|r| r.cap - r.response.len())
+                .max()
+                .unwrap_or(0);
+            if dead > 0 && dead * remaining >= rows.len() {
+                let keep: Vec<usize> = (0..rows.len())
+                    .filter(|&i| rows[i].finish.is_none())
+                    .collect();
+                cache = cache.select_rows(&keep);
+                let (kept, gone): (Vec<Row>, Vec<Row>) =
+                    rows.into_iter().partition(|r| r.finish.is_none());
+                for r in gone {
+                    let kv = retained.remove(&r.id);
+                    done.push((r, kv));
+                }
+                rows = kept;
+                self.count(|s| s.compactions += 1);
+            }
+            let ids: Vec<u32> = rows
+                .iter()
+                .map(|r| {
+                    if r.finish.is_none() {
+                        *r.response.last().unwrap()
+                    } else {
+                        self.pad_id
+                    }
+                })
+                .collect();
+            let step = TokenBatch {
+                ids,
+                batch: rows.len(),
+                seq: 1,
+                mask: None,
+                positions: None,
+            };
+            let out = self.net.forward_cached(&self.rope, &step, &mut cache);
+            logits = self.read_logits(out)?;
+            self.count(|s| {
+                s.decode_steps += 1;
+                s.decode_rows += rows.len();
+            });
+        }
+    }
+
+    fn finish_rollout(
+        &self,
+        row: Row,
+        kv: Option<Arc<RetainedKv>>,
+        params: &SamplingParams,
+    ) -> Rollout {
+        let text = match (&row.text, self.tokenizer) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(tok)) => tok.decode(&row.response, true).ok(),
+            (None, None) => None,
+        };
+        Rollout {
+            prompt_index: row.prompt_index,
+            sample_index: row.sample_index,
+            prompt_ids: row.prompt.as_ref().clone(),
+            response_ids: row.response,
+            logprobs: row.logprobs,
+            entropies: row.entropies,
+            top_logprobs: (params.top_logprobs > 0).then_some(row.top),
+            finish_reason: row.finish.unwrap_or(FinishReason::Length),
+            text,
+            fork: row.fork,
+            kv,
+        }
+    }
+}
+
+/// The earliest occurrence of any stop string in `text`: (byte offset, the stop string).
+pub fn earliest_stop<'s>(text: &str, stops: &'s [String]) -> Option<(usize, &'s str)> {
+    stops
+        .iter()
+        .filter_map(|s| text.find(s.as_str()).map(|p| (p, s.as_str())))
+        .min_by_key(|&(p, _)| p)
+}
