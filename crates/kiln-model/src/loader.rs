@@ -14,6 +14,19 @@ use crate::error::{ModelError, Result, io_err};
 use crate::model::{CausalLm, DecoderLayer, Mlp, SelfAttention, param};
 use crate::weights::{HostTensor, TensorSource};
 
+/// The network of a Hugging Face directory (config.json + safetensors) without its tokenizer:
+/// what a critic or reward trunk, or a tiny test model, needs.
+pub fn load_network(
+    dir: &Path,
+    device: &Device,
+) -> Result<(ModelConfig, CausalLm, crate::rope::Rope)> {
+    let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
+    let source = crate::weights::SafetensorsSource::open_dir(dir)?;
+    let net = build_model(&cfg, &source, device)?;
+    let rope = crate::rope::Rope::new(&cfg);
+    Ok((cfg, net, rope))
+}
+
 /// Builds the model described by `cfg` from `source`, on `device`, in f32.
 pub fn build_model(
     cfg: &ModelConfig,

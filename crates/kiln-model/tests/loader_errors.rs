@@ -6,8 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::*;
-use kiln_model::weights::SafetensorsSource;
-use kiln_model::{Model, ModelConfig, ModelError, loader};
+use kiln_model::{Model, ModelError, loader};
 
 fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("kiln-loader-{tag}-{}", std::process::id()));
@@ -26,9 +25,7 @@ fn tiny_copy(tag: &str) -> PathBuf {
 }
 
 fn load_net(dir: &Path) -> Result<(), ModelError> {
-    let cfg = ModelConfig::from_file(&dir.join("config.json"))?;
-    let source = SafetensorsSource::open_dir(dir)?;
-    loader::build_model(&cfg, &source, &device()).map(|_| ())
+    loader::load_network(dir, &device()).map(|_| ())
 }
 
 #[test]

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use burn::prelude::*;
-use kiln_model::weights::SafetensorsSource;
 use kiln_model::{CausalLm, ModelConfig, Rope, loader};
 use safetensors::{Dtype, SafeTensors};
 
@@ -32,12 +31,7 @@ pub fn device() -> Device {
 
 /// A tiny fixture model (no tokenizer in those folders): config, network, RoPE tables.
 pub fn tiny_model(name: &str) -> (ModelConfig, CausalLm, Rope) {
-    let dir = fixture(name);
-    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    let source = SafetensorsSource::open_dir(&dir).unwrap();
-    let net = loader::build_model(&cfg, &source, &device()).unwrap();
-    let rope = Rope::new(&cfg);
-    (cfg, net, rope)
+    loader::load_network(&fixture(name), &device()).unwrap()
 }
 
 /// A tensor of `expected.safetensors` as (shape, f64 values), whatever its dtype.

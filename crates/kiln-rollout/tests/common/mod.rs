@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
-use kiln_model::weights::SafetensorsSource;
 use kiln_model::{CausalLm, ModelConfig, Rope, TokenBatch, loader};
 use safetensors::{Dtype, SafeTensors};
 
@@ -27,12 +26,7 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 pub fn tiny_model(name: &str) -> (ModelConfig, CausalLm, Rope) {
-    let dir = fixture(name);
-    let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
-    let source = SafetensorsSource::open_dir(&dir).unwrap();
-    let net = loader::build_model(&cfg, &source, &Device::flex()).unwrap();
-    let rope = Rope::new(&cfg);
-    (cfg, net, rope)
+    loader::load_network(&fixture(name), &Device::flex()).unwrap()
 }
 
 pub fn expected_ids(name: &str, tensor: &str) -> Vec<u32> {
