@@ -35,7 +35,7 @@ pub struct GenerateArgs {
     #[arg(long, conflicts_with = "temperature")]
     pub greedy: bool,
     /// Sampling temperature; 0 is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub temperature: f32,
     /// Keep the k most likely tokens (0: off).
     #[arg(long, default_value_t = 0)]
