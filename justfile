@@ -4,6 +4,23 @@
 test:
     cargo test --release --workspace
 
+# Train with a recipe: just train recipes/countdown-grpo.toml --set optim.lr=2e-6
+train recipe *args:
+    cargo run --release -p kiln -- train {{recipe}} {{args}}
+
+# The quickstart: a tiny model learns 2-digit addition on the CPU (minutes); see runs/quickstart.
+quickstart *args:
+    cargo run --release -p kiln -- train recipes/quickstart.toml {{args}}
+
+# Held-out accuracy: just eval smollm2 math500 --limit 50
+eval model task *args:
+    cargo run --release -p kiln -- eval --model {{model}} --task {{task}} {{args}}
+
+# The benchmarks that exist so far (forward, rollout), each beside PyTorch/transformers.
+bench:
+    bash benchmarks/forward.sh 8 256
+    bash benchmarks/rollout.sh
+
 # Generate from a model: just generate smollm2 "What is 17 + 25?"
 generate model prompt *args:
     cargo run --release -p kiln -- generate --model {{model}} --prompt "{{prompt}}" --chat {{args}}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::error::{DataError, Result};
-use crate::example::{Example, Reference};
+use crate::example::{Example, Prompt, Reference};
 use crate::templates::{CountdownTemplate, MathTemplate, countdown_prompt, math_prompt};
 
 /// The RNG for item `index` of a seeded stream: ChaCha8 keyed by `seed`, stream `index`.
@@ -535,7 +535,10 @@ impl ArithmeticGenerator {
         Example {
             id: format!("arithmetic-synth/{}/{index}", self.seed),
             domain: crate::domain::ARITHMETIC.into(),
-            prompt: math_prompt(&format!("What is {expr}?"), self.config.template),
+            prompt: match self.config.template {
+                MathTemplate::Terse => Prompt::Text(format!("{expr} =")),
+                t => math_prompt(&format!("What is {expr}?"), t),
+            },
             reference: Reference::Answer(ans.to_string()),
             meta,
         }

@@ -54,6 +54,9 @@ pub enum MathTemplate {
     Chat,
     /// Raw text for base (and tiny from-scratch) models: `"Question: {problem}\nAnswer:"`.
     Base,
+    /// The arithmetic generator's bare expression, `"47 + 38 ="` (tiny from-scratch models: a
+    /// short prompt at fixed positions). Elsewhere the same as `Base`.
+    Terse,
 }
 
 /// Formats integers as a Python list does: `[44, 19, 35]`.
@@ -94,7 +97,9 @@ pub fn math_prompt(problem: &str, template: MathTemplate) -> Prompt {
         MathTemplate::Chat => Prompt::Chat(vec![ChatMessage::user(format!(
             "{problem} {MATH_INSTRUCTION}"
         ))]),
-        MathTemplate::Base => Prompt::Text(format!("Question: {problem}\nAnswer:")),
+        MathTemplate::Base | MathTemplate::Terse => {
+            Prompt::Text(format!("Question: {problem}\nAnswer:"))
+        }
     }
 }
 

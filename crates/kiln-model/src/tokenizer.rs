@@ -221,6 +221,23 @@ impl Tokenizer {
         )
     }
 
+    /// The character-level tokenizer of the tiny from-scratch recipes (see
+    /// [`crate::init::char_vocab`]), built in memory: the same as loading
+    /// `recipes/models/tiny-arith`.
+    pub fn char_level() -> Result<Self> {
+        let json = crate::init::char_tokenizer_json()?;
+        let inner: tokenizers::Tokenizer = json.parse().map_err(|e| ModelError::Tokenizer {
+            origin: "character tokenizer".into(),
+            message: format!("{e}"),
+        })?;
+        Self::from_parts(
+            inner,
+            crate::init::char_tokenizer_config_json(),
+            &[crate::init::CHAR_EOS_ID],
+            "character tokenizer",
+        )
+    }
+
     /// Writes tokenizer.json and tokenizer_config.json (with the chat template) into `dir`.
     pub fn save_hf(&self, dir: &Path) -> Result<()> {
         let tok_path = dir.join("tokenizer.json");

@@ -13,6 +13,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run a recipe: optional SFT warm-up, then RL, into a run directory.
+    Train(commands::train::TrainArgs),
+    /// Run only a recipe's [sft] stage and write the policy as a Hugging Face directory.
+    Sft(commands::train::TrainArgs),
+    /// Held-out accuracy of a model on MATH-500, Countdown, GSM8K or arithmetic.
+    Eval(commands::eval::EvalArgs),
     /// Generate from a model: one prompt (streamed) or a JSONL file of prompts.
     Generate(commands::generate::GenerateArgs),
     /// Write a model as a Hugging Face directory (config.json, model.safetensors, tokenizer).
@@ -36,6 +42,9 @@ fn main() {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Train(args) => commands::train::run(&args),
+        Command::Sft(args) => commands::train::run_sft(&args),
+        Command::Eval(args) => commands::eval::run(&args),
         Command::Generate(args) => commands::generate::run(&args),
         Command::Export(args) => commands::export::run(&args),
         Command::Bench(cmd) => commands::bench::run(&cmd),

@@ -1,8 +1,10 @@
 pub mod bench;
+pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod rollout_bench;
 pub mod score;
+pub mod train;
 
 /// Peak resident memory of this process in MiB (Linux: VmHWM), if known.
 pub fn peak_rss_mb() -> Option<f64> {
