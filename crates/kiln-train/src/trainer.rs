@@ -655,7 +655,9 @@ impl Trainer {
                 None,
             ),
             None => {
-                let critic = self.critic.as_ref().expect("validated: gae has a critic");
+                let critic = self.critic.as_ref().ok_or_else(|| {
+                    TrainError::recipe("critic", "advantage = \"gae\" needs a [critic] section")
+                })?;
                 let values = pad(&self.values_all(critic, samples)?);
                 let mut token_rewards = place_on_last_token(&rewards, &mask, t)?;
                 if let (Some(rp), true) = (&ref_p, recipe.algorithm.kl_reward_coef > 0.0) {
