@@ -241,12 +241,7 @@ impl Model {
     /// checkpoint that [`Model::load`] reads back to the same numbers.
     pub fn random(dir: &Path, device: &Device, seed: u64) -> Result<Model> {
         let cfg_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-        let config_json: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path: cfg_path.clone(),
-            message: format!("not valid JSON: {e}"),
-        })?;
-        let config = ModelConfig::from_json(&config_json, &cfg_path)?;
+        let (config_json, config) = crate::read_hf_config(dir)?;
         let std = initializer_range(&config_json, &cfg_path)?;
         let tokenizer = Tokenizer::from_hf_dir(dir, &config.eos_token_ids)?;
         // A token id past the embedding table would fail deep inside the forward pass.

@@ -58,6 +58,18 @@ pub struct Model {
     pub location: ModelLocation,
 }
 
+/// `dir/config.json`, as read and as parsed.
+pub(crate) fn read_hf_config(dir: &Path) -> Result<(Value, ModelConfig)> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+    let config_json: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+        path: cfg_path.clone(),
+        message: format!("not valid JSON: {e}"),
+    })?;
+    let config = ModelConfig::from_json(&config_json, &cfg_path)?;
+    Ok((config_json, config))
+}
+
 impl Model {
     /// Loads a model argument (path, `smollm2`, or HF repo id: see [`hub::resolve`]) onto `device`.
     pub fn load(model: &str, device: &Device) -> Result<Self> {
@@ -67,14 +79,7 @@ impl Model {
     pub fn load_from(location: ModelLocation, device: &Device) -> Result<Self> {
         match &location {
             ModelLocation::HfDir(dir) => {
-                let cfg_path = dir.join("config.json");
-                let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-                let config_json: Value =
-                    serde_json::from_str(&text).map_err(|e| ModelError::Config {
-                        path: cfg_path.clone(),
-                        message: format!("not valid JSON: {e}"),
-                    })?;
-                let config = ModelConfig::from_json(&config_json, &cfg_path)?;
+                let (config_json, config) = read_hf_config(dir)?;
                 let tokenizer = Tokenizer::from_hf_dir(dir, &config.eos_token_ids)?;
                 let source = SafetensorsSource::open_dir(dir)?;
                 let net = loader::build_model(&config, &source, device)?;

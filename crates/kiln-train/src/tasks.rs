@@ -164,6 +164,16 @@ pub fn arithmetic_generator(
     ArithmeticGenerator::new(config, derive_seed(seed, &label)).ok()
 }
 
+impl Split {
+    /// `train` or `test`, whichever this split is.
+    fn pick<T>(self, train: T, test: T) -> T {
+        match self {
+            Split::Train => train,
+            Split::Test => test,
+        }
+    }
+}
+
 fn data_file(path: &Option<String>, default: &str, key: &str) -> Result<PathBuf> {
     match path {
         Some(p) => Ok(PathBuf::from(p)),
@@ -208,11 +218,11 @@ fn build_source(
             template,
             limit,
         } => {
-            let default = match split {
-                Split::Train => files::COUNTDOWN_TRAIN,
-                Split::Test => files::COUNTDOWN_TEST,
-            };
-            let file = data_file(path, default, key)?;
+            let file = data_file(
+                path,
+                split.pick(files::COUNTDOWN_TRAIN, files::COUNTDOWN_TEST),
+                key,
+            )?;
             Arc::new(limited(
                 load(&file, FieldMap::countdown(*template))?,
                 *limit,
@@ -250,11 +260,7 @@ fn build_source(
             template,
             limit,
         } => {
-            let default = match split {
-                Split::Train => files::GSM8K_TRAIN,
-                Split::Test => files::GSM8K_TEST,
-            };
-            let file = data_file(path, default, key)?;
+            let file = data_file(path, split.pick(files::GSM8K_TRAIN, files::GSM8K_TEST), key)?;
             Arc::new(limited(load(&file, FieldMap::gsm8k(*template))?, *limit))
         }
         DataSpec::Jsonl {

@@ -59,6 +59,13 @@ pub struct Sample {
     pub text: String,
 }
 
+impl Sample {
+    /// `(prompt, response)` ids, as [`SeqBatch::new`] takes them.
+    pub fn row(&self) -> (&[u32], &[u32]) {
+        (&self.prompt_ids, &self.response_ids)
+    }
+}
+
 /// A trainer: the policy, its optimizer, the data and the run directory.
 pub struct Trainer {
     pub recipe: Recipe,
@@ -546,45 +553,41 @@ impl Trainer {
         self.model.tokenizer.pad_id.unwrap_or(0)
     }
 
-    /// Scores every sample under `net` in micro-batches: log-probs (and values) per token.
+    /// `per_token` of every micro-batch of `samples` (no autodiff), split back into one
+    /// vector per sample.
+    fn per_sample(
+        &self,
+        samples: &[Sample],
+        mut per_token: impl FnMut(&SeqBatch) -> Result<Vec<f32>>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(samples.len());
+        for chunk in samples.chunks(self.recipe.train.micro_batch_size.max(1)) {
+            let rows: Vec<_> = chunk.iter().map(Sample::row).collect();
+            let batch = SeqBatch::new(&rows, self.pad_id())?;
+            split_rows(&per_token(&batch)?, &batch.response_lens, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Log-probs of every sample's response tokens under `net`.
     fn score_all(
         &self,
         net: &CausalLm,
         samples: &[Sample],
         temperature: f64,
     ) -> Result<Vec<Vec<f32>>> {
-        let mb = self.recipe.train.micro_batch_size.max(1);
         let opts = self.chunk_options(temperature);
-        let mut out = Vec::with_capacity(samples.len());
-        for chunk in samples.chunks(mb) {
-            let rows: Vec<(&[u32], &[u32])> = chunk
-                .iter()
-                .map(|s| (s.prompt_ids.as_slice(), s.response_ids.as_slice()))
-                .collect();
-            let batch = SeqBatch::new(&rows, self.pad_id())?;
-            let (logp, _) = score(net, &self.model.rope, &batch, &opts, false)?;
-            split_rows(&logp, &batch.response_lens, &mut out);
-        }
-        Ok(out)
+        self.per_sample(samples, |batch| {
+            Ok(score(net, &self.model.rope, batch, &opts, false)?.0)
+        })
     }
 
+    /// The critic's value at every response token.
     fn values_all(&self, critic: &Critic, samples: &[Sample]) -> Result<Vec<Vec<f32>>> {
-        let mb = self.recipe.train.micro_batch_size.max(1);
         let critic = critic.clone().valid();
-        let mut out = Vec::with_capacity(samples.len());
-        for chunk in samples.chunks(mb) {
-            let rows: Vec<(&[u32], &[u32])> = chunk
-                .iter()
-                .map(|s| (s.prompt_ids.as_slice(), s.response_ids.as_slice()))
-                .collect();
-            let batch = SeqBatch::new(&rows, self.pad_id())?;
-            split_rows(
-                &critic.values_host(&self.model.rope, &batch),
-                &batch.response_lens,
-                &mut out,
-            );
-        }
-        Ok(out)
+        self.per_sample(samples, |batch| {
+            Ok(critic.values_host(&self.model.rope, batch))
+        })
     }
 
     /// Advantages, then the PPO epochs. Returns loss / gradient metrics.
@@ -720,15 +723,7 @@ impl Trainer {
                 let mut actor_acc = GradientsParams::new();
                 let mut critic_acc = GradientsParams::new();
                 for micro_rows in mb_rows.chunks(micro) {
-                    let rows: Vec<(&[u32], &[u32])> = micro_rows
-                        .iter()
-                        .map(|&i| {
-                            (
-                                samples[i].prompt_ids.as_slice(),
-                                samples[i].response_ids.as_slice(),
-                            )
-                        })
-                        .collect();
+                    let rows: Vec<_> = micro_rows.iter().map(|&i| samples[i].row()).collect();
                     let batch = SeqBatch::new(&rows, self.pad_id())?;
                     // Flat real-token arrays of this micro-batch, weights from global counts.
                     let sel = |a: &[f32]| -> Vec<f32> {

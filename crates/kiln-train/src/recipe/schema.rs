@@ -448,41 +448,27 @@ pub struct CheckpointSection {
     pub keep_last: usize,
 }
 
-impl Default for RolloutSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every rollout key has a default")
-    }
+/// `Default` of a section whose every key has a serde default: the section of an empty table,
+/// so the defaults live in one place (the `defaults` functions).
+macro_rules! default_from_serde {
+    ($($section:ty),* $(,)?) => {$(
+        impl Default for $section {
+            fn default() -> Self {
+                toml::from_str("").expect("every key of the section has a default")
+            }
+        }
+    )*};
 }
-impl Default for TrainSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every train key has a default")
-    }
-}
-impl Default for AlgorithmSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every algorithm key has a default")
-    }
-}
-impl Default for OptimSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every optim key has a default")
-    }
-}
-impl Default for EvalSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every eval key has a default")
-    }
-}
-impl Default for LoggingSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every logging key has a default")
-    }
-}
-impl Default for CheckpointSection {
-    fn default() -> Self {
-        toml::from_str("").expect("every checkpoint key has a default")
-    }
-}
+
+default_from_serde!(
+    RolloutSection,
+    TrainSection,
+    AlgorithmSection,
+    OptimSection,
+    EvalSection,
+    LoggingSection,
+    CheckpointSection,
+);
 
 /// `optim.max_grad_norm`: a number, or `false` for no clipping. TOML has no null, and leaving the
 /// key out gives the default `Some(1.0)`, so `None` is written `false`.
