@@ -12,6 +12,12 @@
 //!   `preserve_order` features (matters only for tool-calling templates).
 //!
 //! Message contents are data: `{{ ... }}` inside a message is printed, never evaluated.
+//!
+//! The template itself is code from the checkpoint. It gets no file system (no loader: every
+//! `include` / `import` / `extends` fails), a budget of [`MAX_FUEL`] VM steps (a loop without end
+//! is an error, not a hang), a cap on the rendered prompt's size, and a panic inside minijinja
+//! becomes an error. A template written to be slow or memory-hungry in other ways (building a
+//! huge value step by step) is not stopped, as it is not in transformers' sandbox either.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,6 +53,17 @@ pub enum ChatTemplateError {
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Template VM instructions one render may execute. Qwen3's template takes about 55 per
+/// message, so this is room for 100k+ messages, while a template that loops without end (two
+/// nested `range(100000)`) stops in about a third of a second.
+const MAX_FUEL: u64 = 10_000_000;
+
+/// The longest rendered prompt: far beyond any context window.
+const MAX_OUTPUT_BYTES: usize = 64 << 20;
+
+/// The largest `tojson(indent=...)`.
+const MAX_TOJSON_INDENT: usize = 64;
+
 /// A compiled chat template plus the special tokens it may reference.
 pub struct ChatTemplate {
     env: Environment<'static>,
@@ -73,8 +90,9 @@ impl ChatTemplate {
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
         env.set_unknown_method_callback(python_method);
-        env.add_template_owned(TEMPLATE_NAME, source.to_owned())
-            .map_err(|e| ChatTemplateError::Syntax(describe(&e)))?;
+        env.set_fuel(Some(MAX_FUEL));
+        guarded(|| env.add_template_owned(TEMPLATE_NAME, source.to_owned()))
+            .map_err(ChatTemplateError::Syntax)?;
         Ok(ChatTemplate { env, bos, eos })
     }
 
@@ -113,9 +131,52 @@ impl ChatTemplate {
             .env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| ChatTemplateError::Render(describe(&e)))?;
-        template
-            .render(ctx)
-            .map_err(|e| ChatTemplateError::Render(describe(&e)))
+        let mut out = CappedOutput(Vec::new());
+        guarded(|| template.render_captured_to(ctx, &mut out).map(drop))
+            .map_err(ChatTemplateError::Render)?;
+        // minijinja writes only `str`s.
+        String::from_utf8(out.0).map_err(|e| ChatTemplateError::Render(e.to_string()))
+    }
+}
+
+/// The rendered prompt, refusing to grow past [`MAX_OUTPUT_BYTES`].
+struct CappedOutput(Vec<u8>);
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.0.len() + buf.len() > MAX_OUTPUT_BYTES {
+            return Err(std::io::Error::other(format!(
+                "the rendered prompt would be longer than {} MiB",
+                MAX_OUTPUT_BYTES >> 20
+            )));
+        }
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs minijinja, turning a panic inside it into an error: a checkpoint's template must never
+/// crash kiln. Found by fuzzing: minijinja 2.24 panics on a reversed slice of an empty sequence
+/// (`messages[::-1]` with no messages, as in Qwen3's template).
+fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Err(e)) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
+            "the template ran for more than {MAX_FUEL} steps (an endless loop?): {}",
+            describe(&e)
+        )),
+        Ok(result) => result.map_err(|e| describe(&e)),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("the template engine (minijinja) panicked: {what}"))
+        }
     }
 }
 
@@ -232,6 +293,14 @@ fn tojson(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let sort_keys: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
+    // Each line repeats the indent once per nesting level: `indent=10**9` would ask for
+    // gigabytes (found by fuzzing). Templates use 2 or 4.
+    if let Some(n) = indent.filter(|&n| n > MAX_TOJSON_INDENT) {
+        return Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("tojson: indent={n} is too large (at most {MAX_TOJSON_INDENT})"),
+        ));
+    }
     let json = serde_json::to_value(&value)
         .map_err(|e| Error::new(ErrorKind::InvalidOperation, format!("tojson: {e}")))?;
     let mut out = String::new();
@@ -491,12 +560,96 @@ mod tests {
 
     #[test]
     fn message_content_is_data_not_template() {
-        let evil =
-            "{{ raise_exception('boom') }} {% for x in range(10) %}x{% endfor %} {{ 7 * 6 }}";
+        let evil = "{{ raise_exception('boom') }} {% for x in range(10) %}x{% endfor %} {{ 7 * 6 }} \
+                    {{ 7*7 }} {% for %} {% include \"/etc/passwd\" %} {% import 'x' as y %} {# c #}";
         let out = smollm2()
             .render(&[ChatMessage::new("system", evil)], false)
             .unwrap();
         assert_eq!(out, format!("<|im_start|>system\n{evil}<|im_end|>\n"));
+    }
+
+    /// A template is code from the checkpoint: it gets no file system. `include`, `import` and
+    /// `extends` of any path fail (there is no loader), and so does recursion into itself.
+    #[test]
+    fn templates_cannot_read_files() {
+        for src in [
+            "{% include \"/etc/passwd\" %}",
+            "{% include \"../../../../../../etc/passwd\" %}",
+            "{% import \"/etc/passwd\" as p %}{{ p }}",
+            "{% from \"/etc/passwd\" import root %}{{ root }}",
+            "{% extends \"/etc/passwd\" %}",
+            "{% include [\"/etc/hostname\", \"/etc/passwd\"] %}",
+        ] {
+            let t = ChatTemplate::new(src, String::new(), String::new()).unwrap();
+            let err = t.render(&[], false).unwrap_err().to_string();
+            assert!(err.contains("template not found"), "{src}: {err}");
+            assert!(!err.contains("root:"), "{src}: {err}");
+        }
+        // Including itself: minijinja's recursion limit ends it with an error.
+        let t = ChatTemplate::new(
+            "x{% include \"chat_template\" %}",
+            String::new(),
+            String::new(),
+        )
+        .unwrap();
+        let err = t.render(&[], false).unwrap_err().to_string();
+        assert!(err.contains("recursion"), "{err}");
+    }
+
+    /// Found by fuzzing (tests/fuzz_inputs): `[][::-1]` panics inside minijinja 2.24.
+    #[test]
+    fn an_engine_panic_is_a_render_error() {
+        let t = ChatTemplate::new(
+            "{% for m in messages[::-1] %}{{ m.content }}{% endfor %}",
+            String::new(),
+            String::new(),
+        )
+        .unwrap();
+        let out = t.render(
+            &[ChatMessage::new("user", "a"), ChatMessage::new("user", "b")],
+            false,
+        );
+        assert_eq!(out.unwrap(), "ba");
+        let err = t.render(&[], false).unwrap_err();
+        assert!(matches!(err, ChatTemplateError::Render(_)), "{err}");
+        assert!(
+            err.to_string().starts_with(
+                "chat template failed to render: the template engine (minijinja) panicked: "
+            ),
+            "{err}"
+        );
+    }
+
+    /// Found by fuzzing: a template that loops without end, prints without end, or indents JSON
+    /// by a billion spaces stops with an error instead of hanging or exhausting memory.
+    #[test]
+    fn runaway_templates_are_errors() {
+        let render = |src: &str| {
+            ChatTemplate::new(src, String::new(), String::new())
+                .unwrap()
+                .render(&[ChatMessage::new("user", "x")], false)
+                .unwrap_err()
+                .to_string()
+        };
+        let t0 = std::time::Instant::now();
+        let err = render(
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        );
+        assert!(
+            err.contains("the template ran for more than 10000000 steps (an endless loop?)"),
+            "{err}"
+        );
+        assert!(t0.elapsed() < std::time::Duration::from_secs(10));
+        let err = render("{% for i in range(100000) %}{{ 'x' * 100000 }}{% endfor %}");
+        assert!(
+            err.contains("the rendered prompt would be longer than 64 MiB"),
+            "{err}"
+        );
+        let err = render("{{ messages|tojson(indent=1000000000) }}");
+        assert!(
+            err.contains("tojson: indent=1000000000 is too large (at most 64)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -211,6 +211,22 @@ impl ModelConfig {
                 "vocab_size, hidden_size and num_hidden_layers must be positive".into(),
             ));
         }
+        // Weight shapes are products of these sizes: a corrupt config must not overflow them
+        // (tests/fuzz_inputs: 2 heads x head_dim 2^63 wrapped to 0 rows, [0, d] weights
+        // matched, and the rotary table then asked for 2^62 entries).
+        if cfg.checked_num_parameters().is_none() {
+            return Err(err(format!(
+                "the sizes overflow: {} layers, hidden_size {}, {} heads of head_dim {} \
+                 ({} key/value heads), intermediate_size {}, vocab_size {}",
+                cfg.num_hidden_layers,
+                cfg.hidden_size,
+                cfg.num_attention_heads,
+                cfg.head_dim,
+                cfg.num_key_value_heads,
+                cfg.intermediate_size,
+                cfg.vocab_size
+            )));
+        }
         Ok(cfg)
     }
 
@@ -221,6 +237,13 @@ impl ModelConfig {
 
     /// Parameter count (tied embeddings counted once).
     pub fn num_parameters(&self) -> usize {
+        // A parsed config never overflows (checked in `from_json`).
+        self.checked_num_parameters().unwrap_or(usize::MAX)
+    }
+
+    /// The parameter count, `None` when a product of sizes overflows `usize`; every weight
+    /// shape is a factor of it, so none overflows when it does not.
+    fn checked_num_parameters(&self) -> Option<usize> {
         let (d, h, kv, hd, ff) = (
             self.hidden_size,
             self.num_attention_heads,
@@ -228,12 +251,18 @@ impl ModelConfig {
             self.head_dim,
             self.intermediate_size,
         );
-        let attn = d * h * hd * 2 + d * kv * hd * 2;
-        let mlp = 3 * d * ff;
-        let per_layer = attn + mlp + 2 * d;
-        let embed = self.vocab_size * d;
+        let attn = d
+            .checked_mul(hd)?
+            .checked_mul(h.checked_add(kv)?)?
+            .checked_mul(2)?;
+        let mlp = d.checked_mul(ff)?.checked_mul(3)?;
+        let per_layer = attn.checked_add(mlp)?.checked_add(d.checked_mul(2)?)?;
+        let embed = self.vocab_size.checked_mul(d)?;
         let head = if self.tie_word_embeddings { 0 } else { embed };
-        embed + head + d + self.num_hidden_layers * per_layer
+        embed
+            .checked_add(head)?
+            .checked_add(d)?
+            .checked_add(self.num_hidden_layers.checked_mul(per_layer)?)
     }
 }
 
@@ -313,6 +342,14 @@ mod tests {
         v["hidden_size"] = json!("big");
         let e = ModelConfig::from_json(&v, Path::new("cfg.json")).unwrap_err();
         assert!(e.to_string().contains("hidden_size"), "{e}");
+        let mut v = base();
+        v["head_dim"] = json!(1u64 << 63);
+        let e = ModelConfig::from_json(&v, Path::new("cfg.json")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cfg.json: invalid config: the sizes overflow: 2 layers, hidden_size 64, 4 heads of \
+             head_dim 9223372036854775808 (2 key/value heads), intermediate_size 128, vocab_size 256"
+        );
         let mut v = base();
         v["rope_scaling"] = json!({"rope_type": "yarn", "factor": 4.0});
         let e = ModelConfig::from_json(&v, Path::new("cfg.json")).unwrap_err();

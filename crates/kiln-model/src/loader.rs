@@ -42,7 +42,9 @@ pub fn build_model(
     let q_out = cfg.num_attention_heads * hd;
     let kv_out = cfg.num_key_value_heads * hd;
     let ff = cfg.intermediate_size;
-    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    // Not `with_capacity(num_hidden_layers)`: the count comes from the checkpoint, and a corrupt
+    // one (GGUF `block_count` = 4e9) must end at the first missing layer, not in a huge allocation.
+    let mut layers = Vec::new();
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
         let self_attn = SelfAttention {
@@ -256,4 +258,38 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, HostTensor)]) -> Resul
         }
     })?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint with no tensors at all.
+    struct NoTensors;
+
+    impl TensorSource for NoTensors {
+        fn origin(&self) -> &Path {
+            Path::new("corrupt.gguf")
+        }
+
+        fn tensor(&self, _: &str) -> Result<Option<HostTensor>> {
+            Ok(None)
+        }
+    }
+
+    /// Found by fuzzing (tests/fuzz_inputs): a GGUF `block_count` of billions made the layer
+    /// vector ask for terabytes up front and abort the process.
+    #[test]
+    fn a_huge_layer_count_is_a_missing_tensor_not_an_allocation() {
+        let json = serde_json::json!({
+            "model_type": "llama", "vocab_size": 8, "hidden_size": 8, "intermediate_size": 8,
+            "num_hidden_layers": 4_294_967_295u64, "num_attention_heads": 2,
+        });
+        let cfg = ModelConfig::from_json(&json, Path::new("corrupt.gguf")).unwrap();
+        let err = build_model(&cfg, &NoTensors, &Device::flex()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "corrupt.gguf: tensor `model.layers.0.self_attn.q_proj.weight` is missing"
+        );
+    }
 }

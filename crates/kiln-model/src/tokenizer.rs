@@ -36,6 +36,33 @@ impl std::fmt::Debug for Tokenizer {
     }
 }
 
+/// Runs the tokenizers crate, turning a panic inside it into an error message.
+fn guarded<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> std::result::Result<T, String> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(format!("the tokenizers crate panicked: {what}"))
+        }
+    }
+}
+
+/// "an array", "a string", ... for messages.
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
 /// A token string from tokenizer_config.json: either `"<s>"` or `{"content": "<s>", ...}`.
 fn token_string(v: Option<&Value>) -> Option<String> {
     match v? {
@@ -56,18 +83,37 @@ impl Tokenizer {
                 hint: String::new(),
             });
         }
-        let inner =
-            tokenizers::Tokenizer::from_file(&tok_path).map_err(|e| ModelError::Tokenizer {
-                origin: tok_path.display().to_string(),
-                message: e.to_string(),
-            })?;
+        let tok_err = |message: String| ModelError::Tokenizer {
+            origin: tok_path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(&tok_path).map_err(io_err(&tok_path))?;
+        // The JSON syntax first: the tokenizers crate panics on some malformed documents (one
+        // truncated inside `decoder`, found by fuzzing) instead of returning its error.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| tok_err(format!("not valid JSON: {e}")))?;
+        let inner: tokenizers::Tokenizer = text.parse().map_err(|e| tok_err(format!("{e}")))?;
+        // A trial encoding: the tokenizers crate reads some inconsistent files (a post-processor
+        // template naming a special token it does not define, found by fuzzing) and panics on
+        // their first use.
+        guarded(|| inner.encode("a", true)).map_err(|e| tok_err(format!("unusable: {e}")))?;
         let cfg_path = dir.join("tokenizer_config.json");
         let mut config_json = if cfg_path.exists() {
-            let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
-            serde_json::from_str(&text).map_err(|e| ModelError::Tokenizer {
+            let cfg_err = |message: String| ModelError::Tokenizer {
                 origin: cfg_path.display().to_string(),
-                message: format!("not valid JSON: {e}"),
-            })?
+                message,
+            };
+            let text = std::fs::read_to_string(&cfg_path).map_err(io_err(&cfg_path))?;
+            let value: Value =
+                serde_json::from_str(&text).map_err(|e| cfg_err(format!("not valid JSON: {e}")))?;
+            // Anything else made the `chat_template` insertion below panic (found by fuzzing).
+            if !value.is_object() {
+                return Err(cfg_err(format!(
+                    "expected a JSON object, found {}",
+                    json_kind(&value)
+                )));
+            }
+            value
         } else {
             serde_json::json!({})
         };
@@ -142,22 +188,19 @@ impl Tokenizer {
 
     /// Token ids of `text`; `add_special` adds what the tokenizer's post-processor adds (BOS).
     pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
-        self.inner
-            .encode(text, add_special)
+        guarded(|| self.inner.encode(text, add_special))
             .map(|e| e.get_ids().to_vec())
-            .map_err(|e| ModelError::Tokenizer {
+            .map_err(|message| ModelError::Tokenizer {
                 origin: "encode".into(),
-                message: e.to_string(),
+                message,
             })
     }
 
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(|e| ModelError::Tokenizer {
-                origin: "decode".into(),
-                message: e.to_string(),
-            })
+        guarded(|| self.inner.decode(ids, skip_special)).map_err(|message| ModelError::Tokenizer {
+            origin: "decode".into(),
+            message,
+        })
     }
 
     pub fn has_chat_template(&self) -> bool {
@@ -264,5 +307,70 @@ impl Tokenizer {
             message: e.to_string(),
         })?;
         std::fs::write(&path, text).map_err(io_err(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by fuzzing (tests/fuzz_inputs): a tokenizer.json cut inside its `decoder` made
+    /// the tokenizers crate panic ("Helper") instead of returning an error.
+    #[test]
+    fn a_truncated_tokenizer_json_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("kiln-tok-truncated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let json = crate::init::char_tokenizer_json().unwrap();
+        let decoder = json.find("\"decoder\"").unwrap();
+        let cut = decoder + json[decoder..].find("Fuse").unwrap() + 2;
+        std::fs::write(dir.join("tokenizer.json"), &json[..cut]).unwrap();
+        let err = Tokenizer::from_hf_dir(&dir, &[]).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let want = format!(
+            "tokenizer ({}): not valid JSON: EOF while parsing a string",
+            dir.join("tokenizer.json").display()
+        );
+        assert!(err.starts_with(&want), "{err}");
+    }
+
+    /// Found by fuzzing: a post-processor template naming a special token that its
+    /// `special_tokens` do not define loaded, then panicked on every encode.
+    #[test]
+    fn a_template_with_an_undefined_special_token_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("kiln-tok-template-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut json: Value = crate::init::char_tokenizer_json().unwrap().parse().unwrap();
+        json["post_processor"] = serde_json::json!({
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<bos>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<eos>": {"id": "<eos>", "ids": [1], "tokens": ["<eos>"]}},
+        });
+        std::fs::write(dir.join("tokenizer.json"), json.to_string()).unwrap();
+        let err = Tokenizer::from_hf_dir(&dir, &[]).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let want = format!(
+            "tokenizer ({}): unusable: the tokenizers crate panicked: no entry found for key",
+            dir.join("tokenizer.json").display()
+        );
+        assert_eq!(err, want);
+    }
+
+    /// Found by fuzzing: a tokenizer_config.json holding an array (or any non-object) beside a
+    /// chat_template.jinja panicked ("cannot access key in JSON array").
+    #[test]
+    fn a_tokenizer_config_that_is_not_an_object_is_an_error() {
+        let dir = std::env::temp_dir().join(format!("kiln-tok-cfg-array-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        crate::init::write_char_tokenizer(&dir).unwrap();
+        std::fs::write(dir.join("tokenizer_config.json"), "[]").unwrap();
+        std::fs::write(dir.join("chat_template.jinja"), "{{ messages }}").unwrap();
+        let err = Tokenizer::from_hf_dir(&dir, &[]).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let want = format!(
+            "tokenizer ({}): expected a JSON object, found an array",
+            dir.join("tokenizer_config.json").display()
+        );
+        assert_eq!(err, want);
     }
 }

@@ -31,6 +31,16 @@ pub enum OptimError {
         /// Its rank.
         rank: usize,
     },
+    /// A ROSE rollout tree (parent links and branch positions) that does not describe a tree.
+    #[error("invalid ROSE tree: group {group}, response {response}: {reason}")]
+    Tree {
+        /// Which group of the batch (0 for a single group).
+        group: usize,
+        /// The response's index inside its group (generation order).
+        response: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// Reading or writing optimizer state failed.
     #[error("optimizer state {path}: {reason}")]
     State {

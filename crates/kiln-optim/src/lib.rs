@@ -39,8 +39,10 @@ pub mod error;
 mod fused;
 pub mod hook;
 pub mod loss;
+pub mod mgs;
 pub mod optim;
 pub mod pass;
+pub mod tree;
 
 pub use advantages::{AdvantageEstimator, GaeOutput, gae, grpo, reinforce_pp_baseline, rloo};
 pub use entropy::{EntropyReg, Selection, TRE_P_MAX_REGION, TrustRegion, entropy_term};
@@ -53,8 +55,13 @@ pub use loss::{
     AggMode, GlobalCounts, KlController, KlEstimator, KlLoss, LossConfig, LossMetrics, PgBaseline,
     PpoClip, TokenBatch,
 };
+pub use mgs::{Granularity, MgsHook};
 pub use optim::{AdamWSettings, LrSchedule, Optimizer, StepStats, clip_grad_norm};
 pub use pass::{
     ChunkOptions, LmHeadGrads, LogitsGrad, PolicyLossOutput, ScoreOutput, chunked_policy_loss,
     chunked_score, loss_and_grad_from_logits, policy_loss, score_logits,
+};
+pub use tree::{
+    Calibration, ResponseSegments, RoseConfig, RoseOutput, TreeLink, informative_groups,
+    rose_group, rose_token_advantages,
 };

@@ -83,9 +83,13 @@ fn all_parsers(s: &str) {
 }
 
 proptest! {
-    // 2,000 cases per property by default; PROPTEST_CASES=100000 for a long run.
+    // 2,000 cases per property by default; KILN_FUZZ_CASES=100000 (as for every fuzz target of
+    // the workspace) or PROPTEST_CASES=100000 for a long run.
     #![proptest_config(ProptestConfig {
-        cases: std::env::var("PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(2000),
+        cases: ["KILN_FUZZ_CASES", "PROPTEST_CASES"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok()?.parse().ok())
+            .unwrap_or(2000),
         failure_persistence: None,
         .. ProptestConfig::default()
     })]

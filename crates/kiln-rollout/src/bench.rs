@@ -1,5 +1,6 @@
 //! The rollout benchmark behind `kiln bench rollout`: new tokens/s and prefill tokens/s of the
-//! engine on synthetic prompts (the same token formula as `benchmarks/reference/generate_bench.py`).
+//! engine on synthetic prompts (the same token formula as `benchmarks/reference/generate_bench.py`);
+//! and [`bench_tree`], tree rollouts against independent samples of the same budget.
 
 use std::time::Instant;
 
@@ -8,6 +9,7 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::error::{Result, RolloutError};
 use crate::params::SamplingParams;
+use crate::tree::{TokenEmbeddings, TreeParams, tree_rollouts};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchConfig {
@@ -107,5 +109,105 @@ pub fn bench_rollout(
         prefill_tokens: stats.prefill_tokens,
         decode_steps: stats.decode_steps,
         decode_rows: stats.decode_rows,
+    })
+}
+
+/// Tree rollouts against independent samples of the same budget ([`bench_tree`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeBenchReport {
+    pub prompts: usize,
+    /// Responses per prompt, in both arms.
+    pub n: usize,
+    pub max_new_tokens: usize,
+    pub tree: TreeParams,
+    /// `n` independent samples per prompt (`Engine::generate`, `top_logprobs` as given).
+    pub flat: BenchArm,
+    /// `tree_rollouts` (top-20 candidates recorded and scored with the semantic metric).
+    pub tree_arm: BenchArm,
+    /// Responses of the tree that branched (the rest sampled from the root).
+    pub branches: usize,
+}
+
+/// Work and wall time of one arm of [`bench_tree`].
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchArm {
+    /// Wall time of the request.
+    pub seconds: f64,
+    /// Tokens actually sampled (`EngineStats::sampled_tokens`): copied prefixes excluded.
+    pub sampled_tokens: usize,
+    /// Response tokens in the result, copied prefixes included.
+    pub response_tokens: usize,
+    pub prefill_tokens: usize,
+    pub decode_steps: usize,
+    pub decode_rows: usize,
+}
+
+/// Times `tree.n` independent samples per prompt against a tree of `tree.n` responses per prompt
+/// on the same prompts, sampling parameters and response budget (after one small warm-up of each).
+pub fn bench_tree(
+    engine: &Engine<'_>,
+    embeddings: &TokenEmbeddings,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    tree: &TreeParams,
+) -> Result<TreeBenchReport> {
+    let flat_params = SamplingParams {
+        n: tree.n,
+        ..params.clone()
+    };
+    let warm = SamplingParams {
+        max_new_tokens: 2,
+        ..flat_params.clone()
+    };
+    engine.generate(prompts, &warm)?;
+    tree_rollouts(engine, prompts, &warm, tree, embeddings)?;
+
+    let arm = |run: &dyn Fn() -> Result<usize>| -> Result<BenchArm> {
+        engine.reset_stats();
+        let t = Instant::now();
+        let response_tokens = run()?;
+        let seconds = t.elapsed().as_secs_f64();
+        let s = engine.stats();
+        Ok(BenchArm {
+            seconds,
+            sampled_tokens: s.sampled_tokens,
+            response_tokens,
+            prefill_tokens: s.prefill_tokens,
+            decode_steps: s.decode_steps,
+            decode_rows: s.decode_rows,
+        })
+    };
+    let flat = arm(&|| {
+        let groups = engine.generate(prompts, &flat_params)?;
+        Ok(groups
+            .iter()
+            .flat_map(|g| &g.rollouts)
+            .map(|r| r.response_ids.len())
+            .sum())
+    })?;
+    let branches = std::cell::Cell::new(0);
+    let tree_arm = arm(&|| {
+        let groups = tree_rollouts(engine, prompts, params, tree, embeddings)?;
+        branches.set(
+            groups
+                .iter()
+                .flat_map(|g| &g.links)
+                .filter(|l| l.parent.is_some())
+                .count(),
+        );
+        Ok(groups
+            .iter()
+            .flat_map(|g| &g.rollouts)
+            .map(|r| r.response_ids.len())
+            .sum())
+    })?;
+    Ok(TreeBenchReport {
+        prompts: prompts.len(),
+        n: tree.n,
+        max_new_tokens: params.max_new_tokens,
+        tree: tree.clone(),
+        flat,
+        tree_arm,
+        branches: branches.get(),
     })
 }

@@ -171,6 +171,8 @@ pub struct Engine<'a> {
 /// Internal state of one row being decoded.
 struct Row {
     id: usize,
+    /// Index of the row's prompt in the request (its group in the output of a generate call).
+    group: usize,
     prompt_index: usize,
     sample_index: usize,
     prompt: Arc<Vec<u32>>,
@@ -245,6 +247,16 @@ impl<'a> Engine<'a> {
         self.max_batch_tokens
     }
 
+    /// Vocabulary size of the policy (rows of its logits).
+    pub fn vocab(&self) -> usize {
+        self.vocab
+    }
+
+    /// Context length: prompt plus response tokens never exceed it.
+    pub fn max_context(&self) -> usize {
+        self.max_context
+    }
+
     pub fn tokenizer(&self) -> Option<&'a Tokenizer> {
         self.tokenizer
     }
@@ -286,6 +298,31 @@ impl<'a> Engine<'a> {
         params: &SamplingParams,
         on_token: &mut dyn FnMut(TokenEvent),
     ) -> Result<Vec<RolloutGroup>> {
+        let indices: Vec<usize> =
+            (first_prompt_index..first_prompt_index + prompts.len()).collect();
+        self.generate_indexed(&indices, 0, prompts, params, on_token)
+    }
+
+    /// As [`Engine::generate_with`] with explicit numbering: `prompts[i]` is prompt
+    /// `prompt_indices[i]` and its samples are numbered from `first_sample_index` (their
+    /// `prompt_index`, `sample_index` and random streams). Any subset of a prompt list thus
+    /// samples exactly as the same prompts would in a call over the whole list; tree rollouts
+    /// use it to add one response to some of their groups per round.
+    pub fn generate_indexed(
+        &self,
+        prompt_indices: &[usize],
+        first_sample_index: usize,
+        prompts: &[Vec<u32>],
+        params: &SamplingParams,
+        on_token: &mut dyn FnMut(TokenEvent),
+    ) -> Result<Vec<RolloutGroup>> {
+        if prompt_indices.len() != prompts.len() {
+            return Err(RolloutError::Config(format!(
+                "{} prompt indices for {} prompts",
+                prompt_indices.len(),
+                prompts.len()
+            )));
+        }
         self.check_params(params)?;
         if prompts.is_empty() {
             return Ok(Vec::new());
@@ -311,8 +348,14 @@ impl<'a> Engine<'a> {
             let mut all_rows = Vec::with_capacity(wave.len() * params.n);
             for (j, &pi) in wave.iter().enumerate() {
                 for s in 0..params.n {
-                    let row =
-                        self.new_row(first_prompt_index + pi, s, shared[j].clone(), params, None);
+                    let mut row = self.new_row(
+                        prompt_indices[pi],
+                        first_sample_index + s,
+                        shared[j].clone(),
+                        params,
+                        None,
+                    );
+                    row.group = pi;
                     all_rows.push((j, row));
                 }
             }
@@ -345,13 +388,13 @@ impl<'a> Engine<'a> {
             .iter()
             .enumerate()
             .map(|(i, p)| RolloutGroup {
-                prompt_index: first_prompt_index + i,
+                prompt_index: prompt_indices[i],
                 prompt_ids: p.clone(),
                 rollouts: Vec::with_capacity(params.n),
             })
             .collect();
         for (row, kv) in finished {
-            let pi = row.prompt_index - first_prompt_index;
+            let pi = row.group;
             groups[pi]
                 .rollouts
                 .push(self.finish_rollout(row, kv, params));
@@ -512,6 +555,7 @@ impl<'a> Engine<'a> {
         let cap = params.max_new_tokens.min(self.max_context - prompt.len());
         Row {
             id: 0,
+            group: 0,
             prompt_index,
             sample_index,
             prompt,

@@ -8,6 +8,10 @@ pub enum RolloutError {
     /// A prompt the engine cannot run (empty, too long for the context, unknown token id).
     #[error("invalid prompt {index}: {message}")]
     Prompt { index: usize, message: String },
+    /// A tree-rollout parameter out of range (`TreeParams::validate`) or embeddings that do not
+    /// fit the policy.
+    #[error("invalid tree parameter: {0}")]
+    Tree(String),
     /// A fork request that does not fit its parent.
     #[error("invalid fork request {index}: {message}")]
     Fork { index: usize, message: String },

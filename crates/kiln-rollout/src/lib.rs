@@ -2,7 +2,8 @@
 //! autodiff): prompts prefilled once and shared by their n samples, live rows decoded in
 //! lock-step, finished rows leaving the batch, memory bounded by `max_batch_tokens`; per-token
 //! behaviour log-probs, entropies and top-k candidates; forking from a response position (the
-//! primitive of tree rollouts); deterministic per-row random streams.
+//! primitive of tree rollouts); ROSE tree rollouts ([`tree`]); deterministic per-row random
+//! streams.
 //!
 //! ```no_run
 //! use kiln_model::{Model, parse_device};
@@ -21,6 +22,7 @@ pub mod error;
 pub mod jsonl;
 pub mod params;
 pub mod sampler;
+pub mod tree;
 
 pub use engine::{
     DEFAULT_MAX_BATCH_TOKENS, Engine, EngineStats, FinishReason, ForkOrigin, ForkRequest, Rollout,
@@ -28,3 +30,7 @@ pub use engine::{
 };
 pub use error::{Result, RolloutError};
 pub use params::{MAX_TOP_LOGPROBS, SamplingParams};
+pub use tree::{
+    BranchMetric, PositionStats, TokenEmbeddings, TreeGroup, TreeLink, TreeParams, branch_scores,
+    position_stats, tree_rollouts, tree_rollouts_from,
+};

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Result, TrainError};
+use crate::fault::FaultPlan;
 
 /// The small part of a checkpoint: counters and cursors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +69,21 @@ pub fn save_module<M: Module>(module: &M, path: &Path) -> Result<()> {
         .map_err(|e| ckpt_err(path, format!("writing module: {e:?}")))
 }
 
+/// Saves a module as burnpack into `path.tmp`, flushed to disk, then renamed to `path`: a crash
+/// leaves either the old file or the new one, never a torn one.
+pub fn save_module_atomically<M: Module>(module: &M, path: &Path) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    save_module(module, &tmp)?;
+    sync_file(&tmp)?;
+    std::fs::rename(&tmp, path).map_err(TrainError::io(path))?;
+    if let Some(parent) = path.parent() {
+        sync_dir(parent);
+    }
+    Ok(())
+}
+
 /// Loads a burnpack module record into `module` (parameter ids restored from the file).
 pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
     let record =
@@ -78,12 +94,14 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M> {
 }
 
 /// Writes a checkpoint atomically. `write_files` fills the temporary directory (it is given
-/// its path); then `state.json` and the manifest are added and the directory is renamed.
-/// Older checkpoints beyond `keep_last` are removed afterwards.
+/// its path); then `state.json` and the manifest are added, every file is flushed to disk, and
+/// the directory is renamed. Older checkpoints beyond `keep_last` are removed afterwards.
+/// `faults` may kill the process before the rename or before the pruning (reliability tests).
 pub fn write(
     root: &Path,
     state: &TrainState,
     keep_last: usize,
+    faults: &FaultPlan,
     write_files: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     std::fs::create_dir_all(root).map_err(TrainError::io(root))?;
@@ -102,20 +120,32 @@ pub fn write(
     for entry in std::fs::read_dir(&tmp).map_err(TrainError::io(&tmp))? {
         let entry = entry.map_err(TrainError::io(&tmp))?;
         let name = entry.file_name().to_string_lossy().to_string();
+        sync_file(&entry.path())?;
         manifest.insert(name, sha256_file(&entry.path())?);
     }
     let man_path = tmp.join("manifest.json");
     let json =
         serde_json::to_string_pretty(&manifest).map_err(|e| ckpt_err(&man_path, e.to_string()))?;
     std::fs::write(&man_path, json).map_err(TrainError::io(&man_path))?;
+    sync_file(&man_path)?;
     sync_dir(&tmp);
+    faults.point("checkpoint-rename", state.step);
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(TrainError::io(&final_dir))?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(TrainError::io(&final_dir))?;
     sync_dir(root);
+    faults.point("checkpoint-prune", state.step);
     prune(root, keep_last)?;
     Ok(final_dir)
+}
+
+/// fsync a file: its bytes are on disk, not only in the page cache, before it is renamed into
+/// place (a power cut must not leave a renamed checkpoint with missing data).
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(TrainError::io(path))
 }
 
 /// fsync a directory so a rename is durable (best effort: not every platform allows it).
@@ -149,6 +179,63 @@ fn prune(root: &Path, keep_last: usize) -> Result<()> {
         std::fs::remove_dir_all(dir).map_err(TrainError::io(dir))?;
     }
     Ok(())
+}
+
+/// Bytes a run's saved models take at most: `keep_last + 1` checkpoints (the newest is written
+/// before the oldest is removed), each the policy and its two AdamW moments in f32 (twice that
+/// with a critic), plus `extra_models` single copies (the frozen reference, the SFT result).
+pub fn bytes_needed(num_params: usize, keep_last: usize, critic: bool, extra_models: usize) -> u64 {
+    let model = num_params as u64 * 4;
+    let checkpoint = 3 * model * if critic { 2 } else { 1 };
+    (keep_last.max(1) as u64 + 1) * checkpoint + extra_models as u64 * model
+}
+
+/// Fails when the file system of `dir` has less than `needed` bytes free: a run should not
+/// train for hours and then fail to write its first checkpoint.
+pub fn ensure_free_space(dir: &Path, needed: u64) -> Result<()> {
+    match free_bytes(dir) {
+        Some(free) => check_space(dir, needed, free),
+        None => Ok(()), // unknown (not unix): the first write will tell
+    }
+}
+
+fn check_space(dir: &Path, needed: u64, free: u64) -> Result<()> {
+    if free >= needed {
+        return Ok(());
+    }
+    let mb = |b: u64| b.div_ceil(1 << 20);
+    Err(ckpt_err(
+        dir,
+        format!(
+            "the run needs about {} MB for its checkpoints but only {} MB are free there: free \
+             space, lower checkpoint.keep_last, or choose another logging.run_dir",
+            mb(needed),
+            mb(free)
+        ),
+    ))
+}
+
+/// Free bytes (for an unprivileged user) on the file system holding `dir`.
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid C string and `st` points to writable memory of the right type.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between platforms (u32 on some), hence the casts.
+    #[allow(clippy::unnecessary_cast)]
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_dir: &Path) -> Option<u64> {
+    None
 }
 
 /// Checks a checkpoint's manifest and reads its state.
@@ -200,11 +287,35 @@ mod tests {
     }
 
     #[test]
+    fn space_check_counts_checkpoints_and_names_the_settings() {
+        // 1M parameters: 4 MB of weights, 12 MB per checkpoint; 3 kept + 1 in flight, + reference.
+        assert_eq!(
+            bytes_needed(1 << 20, 3, false, 1),
+            4 * 12 * (1 << 20) + 4 * (1 << 20)
+        );
+        assert_eq!(bytes_needed(1 << 20, 1, true, 0), 2 * 24 * (1 << 20));
+        let dir = Path::new("/runs/x");
+        assert!(check_space(dir, 100, 100).is_ok());
+        let e = check_space(dir, 52 << 20, 10 << 20)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "checkpoint /runs/x: the run needs about 52 MB for its checkpoints but only 10 MB are \
+             free there: free space, lower checkpoint.keep_last, or choose another logging.run_dir"
+        );
+        // The real query works on a real directory.
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(ensure_free_space(tmp.path(), 1).is_ok());
+        assert!(ensure_free_space(tmp.path(), u64::MAX).is_err());
+    }
+
+    #[test]
     fn atomic_write_keep_last_and_corruption_fallback() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("checkpoints");
         for step in [10, 20, 30] {
-            write(&root, &state(step), 2, |d| {
+            write(&root, &state(step), 2, &FaultPlan::default(), |d| {
                 std::fs::write(d.join("policy.bin"), format!("weights {step}"))
                     .map_err(TrainError::io(d))
             })

@@ -7,10 +7,12 @@
 //! - [`trainer`]: the RL step and loop ([`Trainer`]); [`sft`]: the supervised warm-up.
 //! - [`eval`]: held-out accuracy; [`checkpoint`]: atomic, checksummed checkpoints;
 //!   [`metrics`]: metrics.jsonl, TensorBoard event files and PNG plots.
+//! - [`fault`]: fault injection (kill, NaN) at named points, for the reliability tests.
 
 pub mod checkpoint;
 pub mod error;
 pub mod eval;
+pub mod fault;
 pub mod metrics;
 pub mod policy;
 pub mod recipe;

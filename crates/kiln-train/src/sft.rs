@@ -21,6 +21,7 @@ use crate::metrics::MetricsSink;
 use crate::policy::{SeqBatch, sft_grads};
 use crate::recipe::{DemoFormat, Recipe, SftData, SftSection};
 use crate::tasks::{TaskSet, arithmetic_generator};
+use crate::trainer::RunOptions;
 
 /// One demonstration.
 #[derive(Debug, Clone)]
@@ -178,13 +179,18 @@ pub fn warm_start(
     tasks: &TaskSet,
     run_dir: &Path,
     bar: &ProgressBar,
-    show: bool,
+    options: &RunOptions,
 ) -> Result<()> {
     let dir = run_dir.join("sft");
     let done = dir.join("policy.bpk");
     if done.is_file() {
         model.net = checkpoint::load_module(model.net.clone(), &done)?;
         return Ok(());
+    }
+    // SFT is short and not checkpointed: an interrupted one starts over (the same seed gives the
+    // same result), after the partial metrics of the interrupted attempt are removed.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(TrainError::io(&dir))?;
     }
     std::fs::create_dir_all(&dir).map_err(TrainError::io(&dir))?;
     let demos = Demos::from_recipe(recipe, sft, tasks)?;
@@ -248,8 +254,9 @@ pub fn warm_start(
         m.insert("sft/lr".to_string(), stats.lr);
         sink.log(step as u64 + 1, &m)?;
         bar.set_position(step as u64 + 1);
+        options.faults.point("sft", step + 1);
         if (step + 1) % 50 == 0 || step + 1 == sft.steps {
-            if show {
+            if options.progress {
                 crate::trainer::say(
                     bar,
                     format!("sft  {:>4}/{} | loss {nll:.4}", step + 1, sft.steps),
@@ -259,9 +266,7 @@ pub fn warm_start(
         }
     }
     sink.flush()?;
-    let tmp = dir.join("policy.bpk.tmp");
-    checkpoint::save_module(&model.net, &tmp)?;
-    std::fs::rename(&tmp, &done).map_err(TrainError::io(&done))?;
+    checkpoint::save_module_atomically(&model.net, &done)?;
     bar.set_length(recipe.train.steps as u64);
     Ok(())
 }

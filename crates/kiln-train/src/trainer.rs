@@ -12,12 +12,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use kiln_data::derive_seed;
 use kiln_model::{CausalLm, Model, parse_device};
 use kiln_optim::advantages::{outcome_token_advantages, place_on_last_token};
-use kiln_optim::hook::{NamedParams, accumulate};
+use kiln_optim::hook::{DomainGrads, GradientHook, NamedParams, accumulate};
 use kiln_optim::loss::{
     AggMode, GlobalCounts, KlLoss, LossConfig, LossMetrics, PpoClip, TokenBatch as LossBatch,
     agg_weights, apply_kl_reward,
 };
-use kiln_optim::{AdamWSettings, ChunkOptions, Optimizer, gae};
+use kiln_optim::{AdamWSettings, ChunkOptions, MgsHook, Optimizer, gae};
 use kiln_reward::score_batch;
 use kiln_rollout::{Engine, FinishReason, SamplingParams};
 use rand::SeedableRng;
@@ -26,6 +26,7 @@ use rand::seq::SliceRandom;
 use crate::checkpoint::{self, TrainState};
 use crate::error::{Result, TrainError};
 use crate::eval::{encode_prompt, evaluate, response_text, reward_reference};
+use crate::fault::FaultPlan;
 use crate::metrics::MetricsSink;
 use crate::policy::{Critic, SeqBatch, actor_grads, critic_grads, score};
 use crate::recipe::{ModelInit, Recipe, to_toml};
@@ -43,6 +44,8 @@ pub struct RunOptions {
     pub progress: bool,
     /// Stop after this many RL steps in total (as if interrupted; tests use it).
     pub stop_after: Option<usize>,
+    /// Faults to inject (reliability tests; `kiln train` reads `KILN_FAULT`).
+    pub faults: FaultPlan,
 }
 
 /// One sampled response with everything the update needs.
@@ -79,6 +82,8 @@ pub struct Trainer {
     critic_optimizer: Option<Optimizer>,
     params: NamedParams,
     critic_params: Option<NamedParams>,
+    /// Gradient surgery between the tasks' gradients (`algorithm.gradient_surgery`).
+    surgery: Option<MgsHook>,
     /// RL steps completed.
     pub step: usize,
     consecutive_skips: usize,
@@ -189,20 +194,21 @@ impl Trainer {
             .autodiff();
         let tasks = TaskSet::from_recipe(&recipe)?;
         let mut model = load_policy(&recipe, &device)?;
+        let kl_on = recipe.algorithm.kl_loss_coef > 0.0 || recipe.algorithm.kl_reward_coef > 0.0;
+        checkpoint::ensure_free_space(
+            &run_dir,
+            checkpoint::bytes_needed(
+                model.net.num_params(),
+                recipe.checkpoint.keep_last,
+                recipe.critic.is_some(),
+                usize::from(kl_on) + usize::from(recipe.sft.is_some()),
+            ),
+        )?;
         let bar = bar(options.progress, recipe.train.steps);
         if let Some(sft) = &recipe.sft {
-            sft::warm_start(
-                &mut model,
-                &recipe,
-                sft,
-                &tasks,
-                &run_dir,
-                &bar,
-                options.progress,
-            )?;
+            sft::warm_start(&mut model, &recipe, sft, &tasks, &run_dir, &bar, &options)?;
         }
         let params = NamedParams::from_module(&model.net);
-        let kl_on = recipe.algorithm.kl_loss_coef > 0.0 || recipe.algorithm.kl_reward_coef > 0.0;
         // The reference is the policy RL starts from (after SFT), frozen.
         let reference = kl_on.then(|| model.net.clone().valid());
         let critic = recipe
@@ -228,6 +234,12 @@ impl Trainer {
             }
         }
         let sink = MetricsSink::create(&run_dir, resume_from.as_ref().map(|(_, s)| s.step as u64))?;
+        let surgery = recipe.algorithm.gradient_surgery.map(|g| {
+            MgsHook::new(
+                g.granularity(),
+                derive_seed(recipe.seed, "kiln-train/gradient-surgery"),
+            )
+        });
         let mut trainer = Self {
             loss_cfg: loss_config(&recipe),
             sink,
@@ -241,6 +253,7 @@ impl Trainer {
             critic_optimizer,
             params,
             critic_params,
+            surgery,
             step: 0,
             consecutive_skips: 0,
             options,
@@ -271,6 +284,10 @@ impl Trainer {
         self.tasks.restore(&state.data)?;
         self.params = NamedParams::from_module(&self.model.net);
         self.critic_params = self.critic.as_ref().map(NamedParams::from_module);
+        if let Some(h) = &mut self.surgery {
+            // One combine per optimizer step: the hook's random orders continue where they were.
+            h.set_step(self.optimizer.steps() as u64);
+        }
         self.step = state.step;
         self.consecutive_skips = state.consecutive_skips;
         Ok(())
@@ -287,8 +304,10 @@ impl Trainer {
             &self.checkpoint_root(),
             &state,
             self.recipe.checkpoint.keep_last,
+            &self.options.faults,
             |dir| {
                 checkpoint::save_module(&self.model.net, &dir.join("policy.bpk"))?;
+                self.options.faults.point("checkpoint-files", self.step);
                 self.optimizer.save(dir.join("optimizer.bpk"))?;
                 if let (Some(c), Some(o)) = (&self.critic, &self.critic_optimizer) {
                     checkpoint::save_module(c, &dir.join("critic.bpk"))?;
@@ -350,6 +369,7 @@ impl Trainer {
                 &params,
                 self.recipe.rollout.include_stop,
             )?;
+            self.options.faults.point("eval", self.step);
             r.metrics(&mut out);
         }
         Ok(out)
@@ -370,7 +390,8 @@ impl Trainer {
             self.print_eval(&m);
             self.sink.log(0, &m)?;
             if self.reference.is_some() {
-                checkpoint::save_module(&self.model.net, &self.run_dir.join("reference.bpk"))?;
+                let path = self.run_dir.join("reference.bpk");
+                checkpoint::save_module_atomically(&self.model.net, &path)?;
             }
         }
         let mut last = BTreeMap::new();
@@ -386,6 +407,7 @@ impl Trainer {
                 m.extend(e);
             }
             self.sink.log(self.step as u64, &m)?;
+            self.options.faults.point("metrics", self.step);
             self.bar.set_position(self.step as u64);
             self.print_step(&m);
             let plot_every = self.recipe.logging.plot_every.max(1);
@@ -471,6 +493,7 @@ impl Trainer {
             ..SamplingParams::default()
         };
         let groups = self.engine().generate(&prompts, &params)?;
+        self.options.faults.point("rollout", self.step + 1);
         self.bar.set_message("score");
         let mut samples = Vec::with_capacity(prompts.len() * r.n);
         for (g, d) in groups.into_iter().zip(&drawn) {
@@ -688,6 +711,10 @@ impl Trainer {
                 (out.advantages, Some(out.returns), Some(values))
             }
         };
+        let mut adv = adv;
+        if self.options.faults.poisons("advantages", self.step + 1) {
+            adv.fill(f32::NAN);
+        }
         m.insert("actor/advantage_abs_mean".into(), {
             let s: f64 = adv
                 .iter()
@@ -707,6 +734,7 @@ impl Trainer {
         let mut loss_sum = LossMetrics::default();
         let (mut grad_norms, mut skipped, mut n_updates) = (Vec::new(), 0usize, 0usize);
         let (mut critic_loss, mut critic_norms) = (0.0f64, Vec::new());
+        let mut surgery_sums: BTreeMap<String, f64> = BTreeMap::new();
         for epoch in 0..recipe.train.ppo_epochs {
             let mut order: Vec<usize> = (0..b).collect();
             let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(
@@ -720,9 +748,17 @@ impl Trainer {
                     .flat_map(|&i| mask[i * t..(i + 1) * t].iter().copied())
                     .collect();
                 let counts = GlobalCounts::from_mask(&rows_mask, t, recipe.rollout.max_new_tokens);
-                let mut actor_acc = GradientsParams::new();
+                // Actor gradients by domain (the task) when surgery compares them; else one sum.
+                let by_task = self.surgery.is_some();
+                let mut actor_acc: BTreeMap<usize, GradientsParams> = BTreeMap::new();
                 let mut critic_acc = GradientsParams::new();
-                for micro_rows in mb_rows.chunks(micro) {
+                for micro_rows in micro_batches(mb_rows, micro, by_task.then_some(samples)) {
+                    let micro_rows = micro_rows.as_slice();
+                    let domain = if by_task {
+                        samples[micro_rows[0]].task
+                    } else {
+                        0
+                    };
                     let rows: Vec<_> = micro_rows.iter().map(|&i| samples[i].row()).collect();
                     let batch = SeqBatch::new(&rows, self.pad_id())?;
                     // Flat real-token arrays of this micro-batch, weights from global counts.
@@ -771,7 +807,8 @@ impl Trainer {
                             &opts,
                         )?;
                         loss_sum += g.metrics;
-                        accumulate(&mut actor_acc, g.grads, &self.params)?;
+                        let acc = actor_acc.entry(domain).or_default();
+                        accumulate(acc, g.grads, &self.params)?;
                     }
                     if let (Some(critic), Some(ret), Some(ov)) =
                         (&self.critic, &returns, &old_values)
@@ -795,9 +832,11 @@ impl Trainer {
                     }
                 }
                 if actor_on {
+                    let grads = self.combine_domains(actor_acc, &mut surgery_sums)?;
                     let net = self.model.net.clone();
-                    let (net, stats) = self.optimizer.step(net, actor_acc, &self.params)?;
+                    let (net, stats) = self.optimizer.step(net, grads, &self.params)?;
                     self.model.net = net;
+                    self.options.faults.point("update", self.step + 1);
                     grad_norms.push(stats.grad_norm);
                     n_updates += 1;
                     if stats.skipped {
@@ -845,12 +884,59 @@ impl Trainer {
             m.insert("actor/skipped_steps".into(), skipped as f64);
             m.insert("actor/updates".into(), n_updates as f64);
         }
+        for (k, v) in surgery_sums {
+            // Hook summaries (conflict fractions) averaged over the step's optimizer steps.
+            m.insert(format!("surgery/{k}"), v / updates);
+        }
         if self.critic.is_some() {
             m.insert("critic/loss".into(), critic_loss / updates);
             m.insert("critic/grad_norm".into(), mean(&critic_norms));
         }
         Ok(m)
     }
+}
+
+impl Trainer {
+    /// The actor gradient of one mini-batch from its per-domain parts: their plain sum, or what
+    /// the gradient surgery makes of them (its summaries are added into `summary_sums`).
+    fn combine_domains(
+        &mut self,
+        mut by_domain: BTreeMap<usize, GradientsParams>,
+        summary_sums: &mut BTreeMap<String, f64>,
+    ) -> Result<GradientsParams> {
+        let Some(hook) = self.surgery.as_mut() else {
+            return Ok(by_domain.remove(&0).unwrap_or_default());
+        };
+        // Domains in task order (a fixed order: the hook's random orders are keyed by position).
+        let domains: Vec<DomainGrads> = by_domain
+            .into_iter()
+            .map(|(task, grads)| DomainGrads {
+                domain: self.tasks.tasks[task].name.clone(),
+                grads,
+            })
+            .collect();
+        let out = hook.combine(&domains, &self.params)?;
+        for (k, v) in out.telemetry.summary {
+            *summary_sums.entry(k).or_default() += v;
+        }
+        Ok(out.grads)
+    }
+}
+
+/// The micro-batches of a mini-batch's rows: consecutive chunks of `micro` rows, or, with
+/// `by_task`, chunks of each task's rows (domain-pure, tasks in index order).
+fn micro_batches(rows: &[usize], micro: usize, by_task: Option<&[Sample]>) -> Vec<Vec<usize>> {
+    let Some(samples) = by_task else {
+        return rows.chunks(micro).map(<[usize]>::to_vec).collect();
+    };
+    let mut tasks: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for &r in rows {
+        tasks.entry(samples[r].task).or_default().push(r);
+    }
+    tasks
+        .values()
+        .flat_map(|rows| rows.chunks(micro).map(<[usize]>::to_vec))
+        .collect()
 }
 
 /// A console line: above the progress bar on a terminal, plain stderr otherwise (indicatif
@@ -951,15 +1037,7 @@ pub fn sft_only(recipe: Recipe, options: RunOptions) -> Result<PathBuf> {
     let tasks = TaskSet::from_recipe(&recipe)?;
     let mut model = load_policy(&recipe, &device)?;
     let bar = bar(options.progress, sft.steps);
-    sft::warm_start(
-        &mut model,
-        &recipe,
-        &sft,
-        &tasks,
-        &run_dir,
-        &bar,
-        options.progress,
-    )?;
+    sft::warm_start(&mut model, &recipe, &sft, &tasks, &run_dir, &bar, &options)?;
     bar.finish_and_clear();
     let out = run_dir.join("sft").join("final");
     model.save_hf(&out)?;

@@ -527,3 +527,22 @@ fn shipped_recipes_load_and_round_trip() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+#[test]
+fn gradient_surgery_needs_two_tasks_and_a_known_type() {
+    let (_, msg) = error(load_with(
+        "minimal.toml",
+        &["algorithm.gradient_surgery={ type = \"mgs\" }"],
+    ));
+    assert_contains(
+        &msg,
+        &[
+            "algorithm.gradient_surgery projects the tasks' gradients against each other: it needs at least two tasks (each task is a domain), the recipe has 1",
+        ],
+    );
+    let (_, msg) = error(load_with(
+        "minimal.toml",
+        &["algorithm.gradient_surgery={ type = \"mgs\", granularity = \"layer\" }"],
+    ));
+    assert_contains(&msg, &["algorithm.gradient_surgery", "layer"]);
+}

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use kiln_model::loader::hf_tensors;
+use kiln_train::fault::FaultPlan;
 use kiln_train::metrics::read_metrics_jsonl;
 use kiln_train::recipe::load_recipe;
 use kiln_train::{RunOptions, Trainer};
@@ -61,6 +62,7 @@ fn resumed_run_matches_uninterrupted_run() {
         resume,
         progress: false,
         stop_after: stop,
+        ..Default::default()
     };
     let mut uninterrupted = Trainer::new(short_quickstart(&[]), opts(&full, false, None)).unwrap();
     uninterrupted.run().unwrap();
@@ -113,6 +115,7 @@ fn ppo_with_a_critic_runs_and_resumes() {
         resume,
         progress: false,
         stop_after: stop,
+        ..Default::default()
     };
     Trainer::new(recipe(), opts(false, Some(1)))
         .unwrap()
@@ -221,4 +224,226 @@ fn shortened_quickstart_learns() {
         end > start + 0.08,
         "held-out accuracy rises: {start} -> {end}"
     );
+}
+
+/// A NaN loss (injected through the advantages of step 2) skips that optimizer step and is
+/// logged; the weights are those of step 1 and training goes on at step 3.
+#[test]
+fn a_nan_loss_skips_the_step_and_training_continues() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = |name: &str, stop: usize, faults: &str| RunOptions {
+        run_dir: Some(tmp.path().join(name)),
+        stop_after: Some(stop),
+        faults: FaultPlan::parse(faults).unwrap(),
+        ..Default::default()
+    };
+    let recipe = || short_quickstart(&["eval.every=0", "checkpoint.every=0"]);
+    let mut clean = Trainer::new(recipe(), opts("clean", 1, "")).unwrap();
+    clean.run().unwrap();
+    let mut poisoned = Trainer::new(recipe(), opts("nan", 3, "nan@advantages:2")).unwrap();
+    poisoned.run().unwrap();
+    let records = read_metrics_jsonl(&tmp.path().join("nan/metrics.jsonl")).unwrap();
+    let step = |s: u64| &records.iter().find(|(k, _)| *k == s).unwrap().1;
+    assert_eq!(step(2)["actor/skipped_steps"], 1.0, "step 2 skipped");
+    assert!(
+        step(2)["actor/loss"].is_nan(),
+        "the NaN loss is logged (null)"
+    );
+    assert_eq!(step(3)["actor/skipped_steps"], 0.0, "step 3 trains");
+    assert!(step(3)["actor/loss"].is_finite());
+    // Replay the poisoned run to step 2 only: its weights are step 1's, untouched by the NaN.
+    let mut to_two = Trainer::new(recipe(), opts("nan2", 2, "nan@advantages:2")).unwrap();
+    to_two.run().unwrap();
+    assert!(
+        hf_tensors(&to_two.model.net) == hf_tensors(&clean.model.net),
+        "a skipped step leaves the weights unchanged"
+    );
+}
+
+/// NaN losses step after step: after `train.max_consecutive_skips` the run stops with an error
+/// that names the step and the setting.
+#[test]
+fn consecutive_nan_steps_stop_the_run_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = short_quickstart(&[
+        "eval.every=0",
+        "checkpoint.every=0",
+        "train.max_consecutive_skips=2",
+    ]);
+    let mut t = Trainer::new(
+        recipe,
+        RunOptions {
+            run_dir: Some(tmp.path().join("run")),
+            faults: FaultPlan::parse("nan@advantages:2-4").unwrap(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let e = t.run().unwrap_err().to_string();
+    assert!(
+        e.starts_with("step 4: 3 consecutive optimizer steps had a non-finite gradient")
+            && e.contains("train.max_consecutive_skips = 2"),
+        "{e}"
+    );
+    // Steps 2 and 3 were skipped and logged before the run stopped.
+    let records = read_metrics_jsonl(&tmp.path().join("run/metrics.jsonl")).unwrap();
+    assert_eq!(records.last().unwrap().0, 3);
+}
+
+/// A run directory that cannot be created or written is an error before the model is loaded,
+/// naming the directory.
+#[test]
+fn an_unwritable_run_directory_fails_before_any_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let dir = file.join("run");
+    let Err(e) = Trainer::new(
+        short_quickstart(&[]),
+        RunOptions {
+            run_dir: Some(dir.clone()),
+            ..Default::default()
+        },
+    ) else {
+        panic!("a run directory under a file was accepted");
+    };
+    let e = e.to_string();
+    assert!(
+        e.starts_with(&format!("{}: ", dir.display())) && e.contains("Not a directory"),
+        "{e}"
+    );
+}
+
+/// MGS's premise: gradients accumulated per domain over domain-pure micro-batches, with loss
+/// weights from the whole mini-batch's counts (what the trainer does under
+/// `algorithm.gradient_surgery`), add up to the gradient of the mixed mini-batch.
+#[test]
+fn per_domain_gradients_sum_to_the_mixed_gradient() {
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+    use kiln_optim::ChunkOptions;
+    use kiln_optim::hook::{NamedParams, accumulate, grad_flat};
+    use kiln_optim::loss::{AggMode, GlobalCounts, TokenBatch, agg_weights};
+    use kiln_train::policy::{SeqBatch, actor_grads, score};
+    use kiln_train::trainer::loss_config;
+
+    let recipe = short_quickstart(&[]);
+    let device = kiln_model::parse_device("flex").unwrap().autodiff();
+    let model = kiln_train::load_policy(&recipe, &device).unwrap();
+    let params = NamedParams::from_module(&model.net);
+    let cfg = loss_config(&recipe);
+    let opts = ChunkOptions::default();
+    // Four (prompt, response) rows of different lengths: rows 0 and 2 are domain A, 1 and 3 B.
+    let prompts: [&[u32]; 4] = [&[5, 6, 7], &[8, 9], &[10, 11, 12, 13], &[14]];
+    let responses: [&[u32]; 4] = [&[20, 21, 22], &[23, 24, 25, 26, 27], &[28], &[29, 30]];
+    let advantage = [1.0f32, -0.5, 0.3, -1.2];
+    let t = 5;
+    let mut mask = vec![0.0f32; 4 * t];
+    for (i, r) in responses.iter().enumerate() {
+        mask[i * t..i * t + r.len()].fill(1.0);
+    }
+    let counts = GlobalCounts::from_mask(&mask, t, t);
+    let pg_w = agg_weights(&mask, t, AggMode::SeqMeanTokenMean, &counts).unwrap();
+    let tok_w = agg_weights(&mask, t, AggMode::TokenMean, &counts).unwrap();
+    let valid = model.net.clone().valid();
+    let grads_of = |rows: &[usize]| -> GradientsParams {
+        let pairs: Vec<(&[u32], &[u32])> =
+            rows.iter().map(|&i| (prompts[i], responses[i])).collect();
+        let batch = SeqBatch::new(&pairs, 0).unwrap();
+        // Old log-probs = current ones, so every ratio is 1 and no token is clipped.
+        let (old, _) = score(&valid, &model.rope, &batch, &opts, false).unwrap();
+        let real = |w: &[f32]| -> Vec<f32> {
+            rows.iter()
+                .flat_map(|&i| w[i * t..i * t + responses[i].len()].to_vec())
+                .collect()
+        };
+        let adv: Vec<f32> = rows
+            .iter()
+            .flat_map(|&i| vec![advantage[i]; responses[i].len()])
+            .collect();
+        let f = |v: &[f32]| Tensor::<1>::from_floats(v, &device);
+        let lb = TokenBatch {
+            targets: Tensor::<1, Int>::from_ints(batch.targets.as_slice(), &device),
+            old_logp: f(&old),
+            advantages: f(&adv),
+            ref_logp: None,
+            pg_weight: f(&real(&pg_w)),
+            token_weight: f(&real(&tok_w)),
+            pg_token_mask: None,
+            kl_cov_mask: None,
+        };
+        actor_grads(&model.net, &model.rope, &batch, &lb, &cfg, &opts)
+            .unwrap()
+            .grads
+    };
+    let mixed = grads_of(&[0, 1, 2, 3]);
+    let mut summed = GradientsParams::new();
+    accumulate(&mut summed, grads_of(&[0, 2]), &params).unwrap();
+    accumulate(&mut summed, grads_of(&[1, 3]), &params).unwrap();
+    let (mut worst, mut scale) = (0.0f32, 0.0f32);
+    for p in params.iter() {
+        let a = grad_flat(&mixed, p)
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b = grad_flat(&summed, p)
+            .unwrap()
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            worst = worst.max((x - y).abs());
+            scale = scale.max(x.abs());
+        }
+    }
+    assert!(scale > 1e-4, "the gradient is not trivially zero: {scale}");
+    assert!(
+        worst < 1e-6,
+        "per-domain sum differs from the mixed gradient by {worst}"
+    );
+}
+
+/// Two tasks under MGS: the conflict telemetry is logged, and a resumed run (the hook's random
+/// orders restored) ends with the same weights and metrics as an uninterrupted one.
+#[test]
+fn mgs_over_two_tasks_logs_conflicts_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let recipe = || {
+        short_quickstart(&[
+            "tasks.sub={ verifier = \"gsm8k\", train = { kind = \"arithmetic\", min_digits = 2, max_digits = 2, ops = [\"-\"], template = \"terse\" } }",
+            "algorithm.gradient_surgery={ type = \"mgs\" }",
+            "train.steps=3",
+            "checkpoint.every=1",
+            "eval.every=0",
+        ])
+    };
+    let opts = |name: &str, resume: bool, stop: Option<usize>| RunOptions {
+        run_dir: Some(tmp.path().join(name)),
+        resume,
+        stop_after: stop,
+        ..Default::default()
+    };
+    let mut full = Trainer::new(recipe(), opts("full", false, None)).unwrap();
+    full.run().unwrap();
+    Trainer::new(recipe(), opts("cut", false, Some(2)))
+        .unwrap()
+        .run()
+        .unwrap();
+    let mut resumed = Trainer::new(recipe(), opts("cut", true, None)).unwrap();
+    resumed.run().unwrap();
+    let a = without_time(read_metrics_jsonl(&tmp.path().join("full/metrics.jsonl")).unwrap());
+    let b = without_time(read_metrics_jsonl(&tmp.path().join("cut/metrics.jsonl")).unwrap());
+    assert_eq!(a, b, "metrics of the resumed run");
+    assert!(
+        hf_tensors(&full.model.net) == hf_tensors(&resumed.model.net),
+        "final weights differ"
+    );
+    for (_, m) in &a[1..] {
+        let c: f64 = m["surgery/conflict_frac"].parse().unwrap();
+        assert!((0.0..=1.0).contains(&c), "conflict fraction {c}");
+        assert!(m.contains_key("surgery/conflict_frac/layer.0/mlp"), "{m:?}");
+    }
 }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use kiln_data::{ArithOp, CountdownTemplate, MathTemplate};
-use kiln_optim::{AdvantageEstimator, AggMode, EntropyReg, KlEstimator, LrSchedule};
+use kiln_optim::{AdvantageEstimator, AggMode, EntropyReg, Granularity, KlEstimator, LrSchedule};
 use serde::{Deserialize, Serialize};
 
 /// A whole recipe.
@@ -339,6 +339,35 @@ pub struct AlgorithmSection {
     pub gamma: f64,
     #[serde(default = "defaults::one")]
     pub lam: f64,
+    /// Gradient surgery between the tasks' gradients (ALGORITHMS.md section 4):
+    /// `{ type = "mgs", granularity = "tensor" | "block" }` or `{ type = "pcgrad" }`; absent = the
+    /// plain mixed gradient. Each task is a domain; micro-batches become domain-pure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradient_surgery: Option<GradientSurgery>,
+}
+
+/// How the tasks' gradients are combined when they conflict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum GradientSurgery {
+    /// Modular Gradient Surgery: PCGrad within each module (`tensor`: every parameter tensor,
+    /// the default; `block`: attention / mlp / norms of each layer).
+    Mgs {
+        #[serde(default)]
+        granularity: Granularity,
+    },
+    /// PCGrad over the whole parameter vector.
+    Pcgrad,
+}
+
+impl GradientSurgery {
+    /// The module granularity it projects at.
+    pub fn granularity(self) -> Granularity {
+        match self {
+            Self::Mgs { granularity } => granularity,
+            Self::Pcgrad => Granularity::Global,
+        }
+    }
 }
 
 /// Advantage estimator of a recipe.

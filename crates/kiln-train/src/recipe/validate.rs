@@ -601,6 +601,15 @@ fn algorithm(recipe: &Recipe, p: &mut Problems) {
     }
     p.in_range("algorithm.gamma", a.gamma, 0.0, 1.0, false);
     p.in_range("algorithm.lam", a.lam, 0.0, 1.0, false);
+    if a.gradient_surgery.is_some() && recipe.tasks.len() < 2 {
+        p.add(
+            "algorithm.gradient_surgery",
+            format!(
+                "algorithm.gradient_surgery projects the tasks' gradients against each other: it needs at least two tasks (each task is a domain), the recipe has {}",
+                recipe.tasks.len()
+            ),
+        );
+    }
 }
 
 fn optim(o: &OptimSection, p: &mut Problems) {

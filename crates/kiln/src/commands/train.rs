@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
+use kiln_train::fault::FaultPlan;
 use kiln_train::recipe::load_recipe;
 use kiln_train::{RunOptions, Trainer, run_dir_of, sft_only};
 
@@ -25,18 +26,20 @@ pub struct TrainArgs {
     pub quiet: bool,
 }
 
-fn options(args: &TrainArgs) -> RunOptions {
-    RunOptions {
+fn options(args: &TrainArgs) -> anyhow::Result<RunOptions> {
+    Ok(RunOptions {
         run_dir: args.run_dir.clone(),
         resume: args.resume,
         progress: !args.quiet,
         stop_after: None,
-    }
+        // Fault injection for the reliability tests (docs/reliability.md); unset in normal use.
+        faults: FaultPlan::from_env()?,
+    })
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
     let recipe = load_recipe(&args.recipe, &args.set)?;
-    let opts = options(args);
+    let opts = options(args)?;
     let dir = run_dir_of(&recipe, &opts);
     eprintln!("kiln train {} -> {}", recipe.name, dir.display());
     let mut trainer = Trainer::new(recipe, opts)?;
@@ -65,7 +68,7 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
 
 pub fn run_sft(args: &TrainArgs) -> anyhow::Result<()> {
     let recipe = load_recipe(&args.recipe, &args.set)?;
-    let out = sft_only(recipe, options(args))?;
+    let out = sft_only(recipe, options(args)?)?;
     eprintln!("SFT done: the policy is in {}", out.display());
     Ok(())
 }
