@@ -181,13 +181,29 @@ fn prune(root: &Path, keep_last: usize) -> Result<()> {
     Ok(())
 }
 
-/// Bytes a run's saved models take at most: `keep_last + 1` checkpoints (the newest is written
-/// before the oldest is removed), each the policy and its two AdamW moments in f32 (twice that
-/// with a critic), plus `extra_models` single copies (the frozen reference, the SFT result).
-pub fn bytes_needed(num_params: usize, keep_last: usize, critic: bool, extra_models: usize) -> u64 {
+/// How many checkpoints a run of `steps` RL steps holds at most at one time: it writes one every
+/// `every` steps and after the last, keeping `keep_last`, and the newest is written before the
+/// oldest is removed.
+pub fn checkpoints_at_once(steps: usize, every: usize, keep_last: usize) -> usize {
+    let writes = match every {
+        0 => usize::from(steps > 0),
+        e => steps / e + usize::from(!steps.is_multiple_of(e)),
+    };
+    writes.min(keep_last.max(1) + 1)
+}
+
+/// Bytes a run's saved models take at most: `checkpoints` checkpoints, each the policy and its
+/// two AdamW moments in f32 (twice that with a critic), plus `extra_models` single copies (the
+/// frozen reference, the SFT result).
+pub fn bytes_needed(
+    num_params: usize,
+    checkpoints: usize,
+    critic: bool,
+    extra_models: usize,
+) -> u64 {
     let model = num_params as u64 * 4;
     let checkpoint = 3 * model * if critic { 2 } else { 1 };
-    (keep_last.max(1) as u64 + 1) * checkpoint + extra_models as u64 * model
+    checkpoints as u64 * checkpoint + extra_models as u64 * model
 }
 
 /// Fails when the file system of `dir` has less than `needed` bytes free: a run should not
@@ -288,12 +304,19 @@ mod tests {
 
     #[test]
     fn space_check_counts_checkpoints_and_names_the_settings() {
-        // 1M parameters: 4 MB of weights, 12 MB per checkpoint; 3 kept + 1 in flight, + reference.
+        // 40 steps, a checkpoint every 10, 2 kept: 3 at once (the newest before the oldest goes).
+        assert_eq!(checkpoints_at_once(40, 10, 2), 3);
+        // 1 step: only the final checkpoint; 25 steps every 10: 10, 20 and the final 25.
+        assert_eq!(checkpoints_at_once(1, 10, 1), 1);
+        assert_eq!(checkpoints_at_once(25, 10, 5), 3);
+        assert_eq!(checkpoints_at_once(25, 0, 5), 1);
+        assert_eq!(checkpoints_at_once(0, 10, 5), 0);
+        // 1M parameters: 4 MB of weights, 12 MB per checkpoint; 4 checkpoints + the reference.
         assert_eq!(
-            bytes_needed(1 << 20, 3, false, 1),
+            bytes_needed(1 << 20, 4, false, 1),
             4 * 12 * (1 << 20) + 4 * (1 << 20)
         );
-        assert_eq!(bytes_needed(1 << 20, 1, true, 0), 2 * 24 * (1 << 20));
+        assert_eq!(bytes_needed(1 << 20, 2, true, 0), 2 * 24 * (1 << 20));
         let dir = Path::new("/runs/x");
         assert!(check_space(dir, 100, 100).is_ok());
         let e = check_space(dir, 52 << 20, 10 << 20)

@@ -199,7 +199,11 @@ impl Trainer {
             &run_dir,
             checkpoint::bytes_needed(
                 model.net.num_params(),
-                recipe.checkpoint.keep_last,
+                checkpoint::checkpoints_at_once(
+                    recipe.train.steps,
+                    recipe.checkpoint.every,
+                    recipe.checkpoint.keep_last,
+                ),
                 recipe.critic.is_some(),
                 usize::from(kl_on) + usize::from(recipe.sft.is_some()),
             ),

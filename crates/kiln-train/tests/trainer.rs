@@ -446,4 +446,9 @@ fn mgs_over_two_tasks_logs_conflicts_and_resumes_exactly() {
         assert!((0.0..=1.0).contains(&c), "conflict fraction {c}");
         assert!(m.contains_key("surgery/conflict_frac/layer.0/mlp"), "{m:?}");
     }
+    assert!(
+        tmp.path()
+            .join("full/plots/surgery_conflicts.png")
+            .is_file()
+    );
 }

@@ -26,6 +26,7 @@
 //!
 //! [`read_metrics_jsonl`] reads a run's metrics back (tests, reports, resume).
 
+pub mod heatmap;
 mod jsonl;
 pub mod plot;
 pub mod tensorboard;
@@ -186,7 +187,10 @@ impl MetricsSink {
 
     /// Redraws every plot under `run_dir/plots/` from the whole history.
     pub fn refresh_plots(&self) -> Result<(), MetricsError> {
-        plot_panels(&self.run_dir.join(PLOTS_DIR), &self.history).map(|_| ())
+        let dir = self.run_dir.join(PLOTS_DIR);
+        plot_panels(&dir, &self.history)?;
+        heatmap::plot_conflict_heatmap(&dir, &self.history)?;
+        Ok(())
     }
 
     /// Makes everything logged so far durable on disk (call at checkpoints and at the end).

@@ -23,7 +23,7 @@ use super::{MetricsError, write_atomically};
 static DEJAVU_SANS: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 /// The font family every text style below asks for; the embedded font is registered under it.
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
 /// One chart of the standard set: which metric keys it shows, and how.
 #[derive(Debug, Clone, Copy)]
@@ -298,7 +298,7 @@ const PALETTE: [RGBColor; 10] = [
 /// Series with at most this many points also get a marker per point (a lone point is visible).
 const MARKER_MAX_POINTS: usize = 60;
 
-type Area<'a> = DrawingArea<BitMapBackend<'a, RGBPixel>, Shift>;
+pub(super) type Area<'a> = DrawingArea<BitMapBackend<'a, RGBPixel>, Shift>;
 
 /// Draws one chart (axes, labels, lines, legend) filling `area`; `scale` shrinks text for grids.
 fn draw_chart(
@@ -442,7 +442,7 @@ fn ensure_font() -> Result<(), String> {
 }
 
 /// Draws on a white `size` canvas with `draw`, then writes it to `path` as PNG, atomically.
-fn render_png(
+pub(super) fn render_png(
     path: &Path,
     size: (u32, u32),
     draw: impl FnOnce(&Area<'_>) -> Result<(), String>,
