@@ -91,6 +91,10 @@ proptest! {
             .find_map(|v| std::env::var(v).ok()?.parse().ok())
             .unwrap_or(2000),
         failure_persistence: None,
+        // Fixed, so CI explores the same inputs every run; KILN_FUZZ_SEED=<u64> explores others.
+        rng_seed: proptest::test_runner::RngSeed::Fixed(
+            std::env::var("KILN_FUZZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x6b69_6c6e),
+        ),
         .. ProptestConfig::default()
     })]
 

@@ -95,6 +95,17 @@ impl Drop for Scratch {
     }
 }
 
+/// The random seed of the fuzz run: fixed, so CI explores the same inputs on every run and a
+/// failure there is reproducible; `KILN_FUZZ_SEED=<u64>` explores others (what a long local
+/// session should do).
+pub fn rng_seed() -> RngSeed {
+    let seed = std::env::var("KILN_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x6b69_6c6e);
+    RngSeed::Fixed(seed)
+}
+
 /// Runs `case` on `cases` inputs drawn from `strategy` (proptest, with failure persistence and
 /// shrinking), each within [`SLOW`], and prints the number of executions.
 pub fn fuzz<S>(
@@ -113,6 +124,7 @@ pub fn fuzz<S>(
             "proptest-regressions",
         ))),
         max_shrink_iters: 1000,
+        rng_seed: rng_seed(),
         ..Config::default()
     });
     // The watchdog: a case that runs for HANG ends the process (a hang never returns).

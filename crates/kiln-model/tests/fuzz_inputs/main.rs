@@ -42,7 +42,7 @@ use kiln_model::weights::{SafetensorsSource, TensorSource};
 use kiln_model::{ChatMessage, Model, ModelConfig, TokenBatch, Tokenizer, loader};
 use proptest::prelude::*;
 use proptest::sample::{Index, select};
-use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
+use proptest::test_runner::{Config, FileFailurePersistence, RngSeed, TestRunner};
 use serde_json::{Value, json};
 
 use gguf_gen::*;
