@@ -164,20 +164,12 @@ impl std::io::Write for CappedOutput {
 /// crash kiln. Found by fuzzing: minijinja 2.24 panics on a reversed slice of an empty sequence
 /// (`messages[::-1]` with no messages, as in Qwen3's template).
 fn guarded<T>(f: impl FnOnce() -> Result<T, Error>) -> Result<T, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(Err(e)) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
+    match crate::error::catch_panic("the template engine (minijinja)", f)? {
+        Err(e) if e.kind() == ErrorKind::OutOfFuel => Err(format!(
             "the template ran for more than {MAX_FUEL} steps (an endless loop?): {}",
             describe(&e)
         )),
-        Ok(result) => result.map_err(|e| describe(&e)),
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(format!("the template engine (minijinja) panicked: {what}"))
-        }
+        result => result.map_err(|e| describe(&e)),
     }
 }
 

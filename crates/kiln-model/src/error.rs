@@ -62,3 +62,16 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
         }
     }
 }
+
+/// Runs `f`, a call into a third-party crate that may panic on hostile input (minijinja,
+/// tokenizers: both found by fuzzing), turning a panic into `Err("<who> panicked: <message>")`.
+pub(crate) fn catch_panic<T>(who: &str, f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|payload| {
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        format!("{who} panicked: {what}")
+    })
+}

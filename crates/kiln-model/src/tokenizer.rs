@@ -38,17 +38,7 @@ impl std::fmt::Debug for Tokenizer {
 
 /// Runs the tokenizers crate, turning a panic inside it into an error message.
 fn guarded<T>(f: impl FnOnce() -> tokenizers::Result<T>) -> std::result::Result<T, String> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
-        Ok(result) => result.map_err(|e| e.to_string()),
-        Err(payload) => {
-            let what = payload
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            Err(format!("the tokenizers crate panicked: {what}"))
-        }
-    }
+    crate::error::catch_panic("the tokenizers crate", f)?.map_err(|e| e.to_string())
 }
 
 /// "an array", "a string", ... for messages.
