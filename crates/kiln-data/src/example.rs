@@ -14,6 +14,9 @@ pub mod domain {
     /// Synthetic multi-digit arithmetic: `Reference::Answer` holding an integer. A GSM8K-style
     /// numeric verifier (last number or boxed value) scores it.
     pub const ARITHMETIC: &str = "arithmetic";
+    /// Instruction following with format constraints: `Reference::Instructions` holding the
+    /// rules (kiln-reward's `InstructionVerifier` checks them).
+    pub const INSTRUCTIONS: &str = "instructions";
 }
 
 /// One chat message. Field names follow the Hugging Face / OpenAI convention (`role`, `content`)
@@ -100,8 +103,9 @@ impl Prompt {
 
 /// What a verifier compares the response against.
 ///
-/// Serialised externally tagged: `{"answer": "18"}` or
-/// `{"countdown": {"target": 36, "nums": [79, 17, 60]}}`.
+/// Serialised externally tagged: `{"answer": "18"}`,
+/// `{"countdown": {"target": 36, "nums": [79, 17, 60]}}` or
+/// `{"instructions": ["words 3", "case upper"]}`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Reference {
@@ -109,6 +113,9 @@ pub enum Reference {
     Answer(String),
     /// Countdown: reach `target` using each of `nums` exactly once.
     Countdown { target: i64, nums: Vec<i64> },
+    /// Instruction following: rules the response must satisfy, in kiln-reward's rule syntax
+    /// (`words 4`, `only fox`, `case upper`, `ends-with !`; see [`crate::instructions`]).
+    Instructions(Vec<String>),
 }
 
 impl Reference {
@@ -116,7 +123,7 @@ impl Reference {
     pub fn answer(&self) -> Option<&str> {
         match self {
             Reference::Answer(a) => Some(a),
-            Reference::Countdown { .. } => None,
+            Reference::Countdown { .. } | Reference::Instructions(_) => None,
         }
     }
 }

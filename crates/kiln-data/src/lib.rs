@@ -7,7 +7,8 @@
 //!   [`load_countdown`], [`load_gsm8k`]) and generic [`JsonlLoader`] / `ParquetLoader` driven by
 //!   a [`FieldMap`]. Errors name the file, the line (or row) and the field.
 //! - Prompt templates ([`countdown_prompt`], [`math_prompt`]).
-//! - Seeded generators ([`CountdownGenerator`], [`ArithmeticGenerator`]).
+//! - Seeded generators ([`CountdownGenerator`], [`ArithmeticGenerator`],
+//!   [`InstructionGenerator`]).
 //! - Samplers ([`EpochSampler`], [`DomainMixer`], [`Schedule`]) with exact resume.
 //!
 //! No burn here: plain CPU string and number work.
@@ -42,6 +43,7 @@
 pub mod datasets;
 pub mod error;
 pub mod example;
+pub mod instructions;
 pub mod loader;
 pub mod sampler;
 pub mod synth;
@@ -53,6 +55,7 @@ pub use datasets::{
 };
 pub use error::{DataError, Loc, Result};
 pub use example::{ChatMessage, Example, Prompt, Reference, domain};
+pub use instructions::{Instruction, InstructionConfig, InstructionGenerator, LetterCase};
 #[cfg(feature = "parquet")]
 pub use loader::ParquetLoader;
 pub use loader::{

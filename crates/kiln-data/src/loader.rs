@@ -346,7 +346,7 @@ impl FieldMap {
         let prompt = match self.template {
             PromptTemplate::Countdown(t) => match &reference {
                 Reference::Countdown { target, nums } => countdown_prompt(nums, *target, t),
-                Reference::Answer(_) => {
+                Reference::Answer(_) | Reference::Instructions(_) => {
                     unreachable!("validated: countdown template has a countdown reference")
                 }
             },

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{DataError, Result};
 use crate::example::Example;
+use crate::instructions::InstructionGenerator;
 use crate::synth::{ArithmeticGenerator, CountdownGenerator, item_rng, uniform_below};
 
 /// Something examples can be drawn from by index: a loaded data set, or a generator.
@@ -67,6 +68,15 @@ impl ExampleSource for CountdownGenerator {
 }
 
 impl ExampleSource for ArithmeticGenerator {
+    fn num_examples(&self) -> Option<u64> {
+        None
+    }
+    fn get(&self, index: u64) -> Result<Example> {
+        Ok(self.example(index))
+    }
+}
+
+impl ExampleSource for InstructionGenerator {
     fn num_examples(&self) -> Option<u64> {
         None
     }

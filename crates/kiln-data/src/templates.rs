@@ -42,6 +42,9 @@ pub enum CountdownTemplate {
     /// (continue-final-message) it gives exactly the `QwenInstruct` text; the user message keeps
     /// TinyZero's leading space for that reason.
     Chat,
+    /// A short raw-text request for tiny from-scratch models: `make 22 from 3 5 7:`, answered
+    /// `<answer>3 * 5 + 7</answer>` (the verifier reads the last `<answer>` on the last line).
+    Terse,
 }
 
 /// Which MATH / GSM8K / arithmetic prompt to build.
@@ -88,6 +91,10 @@ pub fn countdown_prompt(nums: &[i64], target: i64, template: CountdownTemplate) 
             ChatMessage::user(format!(" {request}")),
             ChatMessage::assistant(COUNTDOWN_ASSISTANT_PREFILL),
         ]),
+        CountdownTemplate::Terse => {
+            let nums: Vec<String> = nums.iter().map(|n| n.to_string()).collect();
+            Prompt::Text(format!("make {target} from {}:", nums.join(" ")))
+        }
     }
 }
 
@@ -145,6 +152,14 @@ mod tests {
         let (msgs, prefill) = chat.split_prefill().unwrap();
         assert_eq!(msgs.len(), 2);
         assert_eq!(prefill, Some(COUNTDOWN_ASSISTANT_PREFILL));
+    }
+
+    #[test]
+    fn countdown_terse_is_short_text() {
+        assert_eq!(
+            countdown_prompt(&[3, 5, 7], 22, CountdownTemplate::Terse),
+            Prompt::Text("make 22 from 3 5 7:".into())
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::{
-    BatchOptions, CountdownVerifier, Gsm8kVerifier, MathVerifier, Reference, Task, Verifier,
-    score_batch_with,
+    BatchOptions, CountdownVerifier, Gsm8kVerifier, InstructionVerifier, MathVerifier, Reference,
+    Task, Verifier, score_batch_with,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,14 @@ fn parse_line(task: Task, line: &str) -> Result<(String, Reference), String> {
             };
             Ok((r.response, Reference::Text(reference)))
         }
+        Task::Instructions => {
+            let r: TextRecord = serde_json::from_str(line).map_err(|e| e.to_string())?;
+            let rules: Vec<String> = serde_json::from_value(r.reference).map_err(|_| {
+                "\"reference\" must be a list of rule strings, e.g. [\"words 3\", \"case upper\"]"
+                    .to_string()
+            })?;
+            Ok((r.response, Reference::Instructions(rules)))
+        }
     }
 }
 
@@ -98,6 +106,7 @@ pub fn verifier_for(task: Task, opts: &ScoreOptions) -> Box<dyn Verifier> {
         Task::Countdown => Box::new(CountdownVerifier::new(opts.format_score)),
         Task::Math => Box::new(MathVerifier::default()),
         Task::Gsm8k => Box::new(Gsm8kVerifier::default()),
+        Task::Instructions => Box::new(InstructionVerifier::default()),
     }
 }
 

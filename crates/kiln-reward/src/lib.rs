@@ -9,6 +9,7 @@
 //! - [`CountdownVerifier`]: TinyZero's Countdown reward, quirk for quirk (see `countdown.rs`).
 //! - [`MathVerifier`]: last `\boxed{}` answer, equivalence by normalisation then mathematics.
 //! - [`Gsm8kVerifier`]: the number after `####` against the response's last number / boxed value.
+//! - [`InstructionVerifier`]: IFEval-style format rules (word count, case, ending, ...).
 //! - [`FormatReward`], [`OverlongPenalty`], [`Combined`]: shaping terms and a weighted sum.
 //! - [`score_batch`]: parallel (rayon) scoring with panic isolation and a time budget per sample
 //!   (CPU time of the scoring thread, 100 ms by default, with a wall-clock net at 10x): a panic
@@ -39,6 +40,7 @@ pub mod batch;
 pub mod budget;
 pub mod countdown;
 pub mod gsm8k;
+pub mod instructions;
 pub mod jsonl;
 pub mod math;
 pub mod shaping;
@@ -46,6 +48,7 @@ pub mod shaping;
 pub use batch::{BatchOptions, score_batch, score_batch_with};
 pub use countdown::CountdownVerifier;
 pub use gsm8k::Gsm8kVerifier;
+pub use instructions::InstructionVerifier;
 pub use math::MathVerifier;
 pub use shaping::{Combined, FormatReward, OverlongPenalty};
 
@@ -57,6 +60,8 @@ pub enum Reference {
     Countdown { target: i64, nums: Vec<i64> },
     /// A reference answer as text (MATH: the boxed answer; GSM8K: the solution with `#### N`, or N).
     Text(String),
+    /// Instruction following: the rules the response must satisfy (see [`instructions`]).
+    Instructions(Vec<String>),
     /// No reference (shaping terms that only look at the response, e.g. [`FormatReward`]).
     None,
 }
@@ -150,6 +155,7 @@ pub enum Task {
     Countdown,
     Math,
     Gsm8k,
+    Instructions,
 }
 
 impl std::str::FromStr for Task {
@@ -159,8 +165,9 @@ impl std::str::FromStr for Task {
             "countdown" => Ok(Task::Countdown),
             "math" => Ok(Task::Math),
             "gsm8k" => Ok(Task::Gsm8k),
+            "instructions" => Ok(Task::Instructions),
             other => Err(format!(
-                "unknown task {other:?} (expected countdown, math or gsm8k)"
+                "unknown task {other:?} (expected countdown, math, gsm8k or instructions)"
             )),
         }
     }

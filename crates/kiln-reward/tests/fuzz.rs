@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use kiln_reward::countdown::{evaluate_equation, extract_answer, validate_numbers};
 use kiln_reward::math::{extract::last_boxed, is_equiv, normalize::normalize, parse::parse_answer};
 use kiln_reward::{
-    BatchOptions, CountdownVerifier, FormatReward, Gsm8kVerifier, MathVerifier, Reference,
-    Verifier, score_batch_with,
+    BatchOptions, CountdownVerifier, FormatReward, Gsm8kVerifier, InstructionVerifier,
+    MathVerifier, Reference, Verifier, score_batch_with,
 };
 use proptest::prelude::*;
 
@@ -79,6 +79,15 @@ fn all_parsers(s: &str) {
         );
         assert!([0.0, 0.1, 1.0].contains(&r.score));
         let _ = Gsm8kVerifier::default().score(s, &Reference::text("#### 3"));
+        // Model output against fixed rules, and arbitrary text as the rules themselves.
+        let r = InstructionVerifier::default().score(
+            s,
+            &Reference::Instructions(vec!["words 3".into(), "case upper".into()]),
+        );
+        assert!(r.score == 0.0 || r.score == 1.0);
+        let r = InstructionVerifier::default()
+            .score("FOX FOX", &Reference::Instructions(vec![s.to_string()]));
+        assert!(r.score == 0.0 || r.score == 1.0);
     });
 }
 

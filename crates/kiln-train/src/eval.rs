@@ -60,6 +60,7 @@ pub fn reward_reference(r: &kiln_data::Reference) -> RewardRef {
             target: *target,
             nums: nums.clone(),
         },
+        kiln_data::Reference::Instructions(rules) => RewardRef::Instructions(rules.clone()),
     }
 }
 
@@ -114,4 +115,71 @@ pub fn evaluate(
         mean_reward,
         mean_response_tokens: tokens as f64 / examples.len().max(1) as f64,
     })
+}
+
+/// The unbiased pass@k estimator (Chen et al. 2021) of one problem with `n` samples of which
+/// `c` are correct: `1 - C(n - c, k) / C(n, k)`.
+pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
+    if n - c < k {
+        return 1.0;
+    }
+    // C(n-c, k) / C(n, k) = prod_{i = n-c+1}^{n} (1 - k / i)
+    1.0 - ((n - c + 1)..=n)
+        .map(|i| 1.0 - k as f64 / i as f64)
+        .product::<f64>()
+}
+
+/// Sampled pass@k over `examples`: `params.n` samples per problem (`params.n >= k`), scored by
+/// `verifier`, averaged with [`pass_at_k`].
+pub fn sampled_pass_at_k(
+    engine: &Engine,
+    examples: &[Example],
+    verifier: &dyn Verifier,
+    params: &SamplingParams,
+    k: usize,
+    include_stop: bool,
+) -> Result<f64> {
+    let tokenizer = engine
+        .tokenizer()
+        .ok_or_else(|| TrainError::recipe("eval", "the engine has no tokenizer"))?;
+    let prompts = examples
+        .iter()
+        .map(|e| encode_prompt(tokenizer, &e.prompt))
+        .collect::<Result<Vec<_>>>()?;
+    let groups = engine.generate(&prompts, params)?;
+    let mut total = 0.0;
+    for (g, e) in groups.iter().zip(examples) {
+        let items: Vec<_> = g
+            .rollouts
+            .iter()
+            .map(|r| {
+                (
+                    response_text(r, include_stop),
+                    reward_reference(&e.reference),
+                )
+            })
+            .collect();
+        let c = score_batch(verifier, &items)
+            .iter()
+            .filter(|v| v.correct)
+            .count();
+        total += pass_at_k(items.len(), c, k);
+    }
+    Ok(total / examples.len().max(1) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pass_at_k;
+
+    #[test]
+    fn pass_at_k_matches_the_closed_form() {
+        // n = k: any correct sample passes.
+        assert_eq!(pass_at_k(8, 0, 8), 0.0);
+        assert_eq!(pass_at_k(8, 1, 8), 1.0);
+        // k = 1: the fraction correct.
+        assert!((pass_at_k(10, 3, 1) - 0.3).abs() < 1e-12);
+        // n = 4, c = 1, k = 2: 1 - C(3,2)/C(4,2) = 1 - 3/6.
+        assert!((pass_at_k(4, 1, 2) - 0.5).abs() < 1e-12);
+    }
 }

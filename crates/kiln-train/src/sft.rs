@@ -20,7 +20,7 @@ use crate::eval::encode_prompt;
 use crate::metrics::MetricsSink;
 use crate::policy::{SeqBatch, sft_grads};
 use crate::recipe::{DemoFormat, Recipe, SftData, SftSection};
-use crate::tasks::{TaskSet, arithmetic_generator};
+use crate::tasks::{TaskSet, arithmetic_generator, countdown_generator, instruction_generator};
 use crate::trainer::RunOptions;
 
 /// One demonstration.
@@ -30,13 +30,27 @@ pub struct Demo {
     pub response: String,
 }
 
-/// The demonstrations source of a recipe: `get(i)` is demonstration `i` (deterministic).
-pub enum Demos {
+/// The demonstrations of a recipe: `get(i)` is demonstration `i` (deterministic), taken from
+/// the sources in turn (source `i mod len`, its item `i / len`).
+pub struct Demos {
+    sources: Vec<DemoSource>,
+}
+
+/// One source of demonstrations.
+pub enum DemoSource {
     /// Drawn from an arithmetic generator (unbounded).
     Arithmetic {
         generator: kiln_data::ArithmeticGenerator,
         wrong_carry_fraction: f64,
         format: DemoFormat,
+        seed: u64,
+    },
+    /// Countdown instances answered with the generator's solution (unbounded).
+    Countdown(kiln_data::CountdownGenerator),
+    /// Instructions answered as asked, a fraction of the long ones one word short (unbounded).
+    Instructions {
+        generator: kiln_data::InstructionGenerator,
+        wrong_count_fraction: f64,
         seed: u64,
     },
     /// Loaded from a file (cycled).
@@ -45,30 +59,72 @@ pub enum Demos {
 
 impl Demos {
     pub fn from_recipe(recipe: &Recipe, sft: &SftSection, tasks: &TaskSet) -> Result<Self> {
-        match &sft.data {
+        let sources = sft
+            .data
+            .iter()
+            .map(|data| DemoSource::from_spec(recipe, data, tasks))
+            .collect::<Result<Vec<_>>>()?;
+        if sources.is_empty() {
+            return Err(TrainError::recipe("sft.data", "needs at least one source"));
+        }
+        Ok(Self { sources })
+    }
+
+    /// Demonstration `i`.
+    pub fn get(&self, i: u64) -> Result<Demo> {
+        let n = self.sources.len() as u64;
+        self.sources[(i % n) as usize].get(i / n)
+    }
+}
+
+impl DemoSource {
+    fn from_spec(recipe: &Recipe, data: &SftData, tasks: &TaskSet) -> Result<Self> {
+        let train_spec = |task: &str| {
+            tasks
+                .index_of(task)
+                .map(|i| &tasks.tasks[i].section.train)
+                .ok_or_else(|| TrainError::recipe("sft.data.task", format!("no task `{task}`")))
+        };
+        let wrong_kind = |task: &str, kind: &str| {
+            TrainError::recipe(
+                "sft.data.task",
+                format!("task `{task}` is not of kind {kind}"),
+            )
+        };
+        let noise_seed =
+            |task: &str| derive_seed(recipe.seed, &format!("kiln-train/sft/noise/{task}"));
+        match data {
             SftData::Arithmetic {
                 task,
                 wrong_carry_fraction,
                 format,
             } => {
-                let t = tasks
-                    .index_of(task)
-                    .map(|i| &tasks.tasks[i])
-                    .ok_or_else(|| {
-                        TrainError::recipe("sft.data.task", format!("no task `{task}`"))
-                    })?;
-                let generator = arithmetic_generator(&t.section.train, task, recipe.seed, "sft")
-                    .ok_or_else(|| {
-                        TrainError::recipe(
-                            "sft.data.task",
-                            format!("task `{task}` is not arithmetic"),
-                        )
-                    })?;
+                let generator = arithmetic_generator(train_spec(task)?, task, recipe.seed, "sft")
+                    .ok_or_else(|| wrong_kind(task, "arithmetic"))?;
                 Ok(Self::Arithmetic {
                     generator,
                     wrong_carry_fraction: *wrong_carry_fraction,
                     format: *format,
                     seed: derive_seed(recipe.seed, "kiln-train/sft/noise"),
+                })
+            }
+            SftData::Countdown { task } => {
+                let generator = countdown_generator(train_spec(task)?, task, recipe.seed, "sft")
+                    .ok_or_else(|| wrong_kind(task, "countdown-synthetic"))?
+                    .map_err(|e| TrainError::data("sft.data", e))?;
+                Ok(Self::Countdown(generator))
+            }
+            SftData::Instructions {
+                task,
+                wrong_count_fraction,
+            } => {
+                let generator = instruction_generator(train_spec(task)?, task, recipe.seed, "sft")
+                    .ok_or_else(|| wrong_kind(task, "instructions"))?
+                    .map_err(|e| TrainError::data("sft.data", e))?;
+                Ok(Self::Instructions {
+                    generator,
+                    wrong_count_fraction: *wrong_count_fraction,
+                    seed: noise_seed(task),
                 })
             }
             SftData::Jsonl {
@@ -83,9 +139,13 @@ impl Demos {
         }
     }
 
-    /// Demonstration `i`.
-    pub fn get(&self, i: u64) -> Demo {
-        match self {
+    /// Item `i` of this source.
+    fn get(&self, i: u64) -> Result<Demo> {
+        let noise = |seed: u64| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(seed, &i.to_string()));
+            rng.random::<f64>()
+        };
+        Ok(match self {
             Self::Arithmetic {
                 generator,
                 wrong_carry_fraction,
@@ -94,8 +154,7 @@ impl Demos {
             } => {
                 let (a, op, b, answer) = generator.instance(i);
                 let carries = op == ArithOp::Add && (a % 10 + b % 10) >= 10;
-                let mut rng = rand::rngs::StdRng::seed_from_u64(derive_seed(*seed, &i.to_string()));
-                let wrong = carries && rng.random::<f64>() < *wrong_carry_fraction;
+                let wrong = carries && noise(*seed) < *wrong_carry_fraction;
                 let response = match (format, op) {
                     (DemoFormat::Scratchpad, ArithOp::Add) => scratchpad(a, b, wrong),
                     // The carry out of the units digit is dropped: 47 + 38 -> 75.
@@ -106,8 +165,35 @@ impl Demos {
                     response,
                 }
             }
+            Self::Countdown(generator) => {
+                let example = generator
+                    .example(i)
+                    .map_err(|e| TrainError::data("sft.data", e))?;
+                let solution = example
+                    .meta
+                    .get("solution")
+                    .and_then(|s| s.as_str())
+                    .unwrap_or_default();
+                Demo {
+                    response: format!(" <answer>{solution}</answer>"),
+                    prompt: example.prompt,
+                }
+            }
+            Self::Instructions {
+                generator,
+                wrong_count_fraction,
+                seed,
+            } => {
+                let inst = generator.instance(i);
+                let wrong = inst.count >= 4 && noise(*seed) < *wrong_count_fraction;
+                let count = if wrong { inst.count - 1 } else { inst.count };
+                Demo {
+                    prompt: generator.example(i).prompt,
+                    response: format!(" {}", inst.answer_with(count)),
+                }
+            }
             Self::List(v) => v[(i as usize) % v.len()].clone(),
-        }
+        })
     }
 }
 
@@ -225,7 +311,7 @@ pub fn warm_start(
         bar.set_message("sft");
         let mut rows = Vec::with_capacity(sft.batch_size);
         for _ in 0..sft.batch_size {
-            let d = demos.get(next);
+            let d = demos.get(next)?;
             next += 1;
             let p = encode_prompt(&model.tokenizer, &d.prompt)?;
             let mut r = model.tokenizer.encode(&d.response, false)?;

@@ -1,14 +1,16 @@
 //! A recipe's tasks made concrete: each task's prompt source, held-out set and verifier, and
-//! the weighted mixer that draws the prompts of every RL step.
+//! the schedule that draws the prompts of every RL step (the tasks mixed by weight, or the
+//! recipe's `[[schedule]]` phases).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kiln_data::{
-    ArithmeticConfig, ArithmeticGenerator, DomainMixer, Example, ExampleSource, FieldMap,
-    JsonlLoader, MixSource, PromptTemplate, ScheduleState, default_data_dir, derive_seed,
+    ArithmeticConfig, ArithmeticGenerator, CountdownGenerator, Example, ExampleSource, FieldMap,
+    InstructionGenerator, JsonlLoader, MixSource, Phase, PhaseLength, PromptTemplate, Schedule,
+    ScheduleState, default_data_dir, derive_seed,
 };
-use kiln_reward::{CountdownVerifier, Gsm8kVerifier, MathVerifier, Verifier};
+use kiln_reward::{CountdownVerifier, Gsm8kVerifier, InstructionVerifier, MathVerifier, Verifier};
 
 use crate::error::{Result, TrainError};
 use crate::recipe::{DataSpec, Recipe, Split, TaskSection, VerifierKind};
@@ -22,10 +24,10 @@ pub struct Task {
     pub verifier: Box<dyn Verifier>,
 }
 
-/// The tasks of a recipe and the mixer over their training sources.
+/// The tasks of a recipe and the schedule over their training sources.
 pub struct TaskSet {
     pub tasks: Vec<Task>,
-    mixer: DomainMixer,
+    mixer: Schedule,
 }
 
 /// A prompt drawn for a step, with the index of its task.
@@ -73,19 +75,33 @@ impl TaskSet {
         }
         let sources = tasks
             .iter()
-            .map(|t| {
-                (
-                    MixSource::new(t.name.clone(), t.train.clone()),
-                    t.section.weight,
-                )
-            })
+            .map(|t| MixSource::new(t.name.clone(), t.train.clone()))
             .collect();
-        let mixer = DomainMixer::new(sources, derive_seed(recipe.seed, "kiln-train/mix"))
-            .map_err(|e| TrainError::data("tasks", e))?;
+        let phases = if recipe.schedule.is_empty() {
+            // One phase at the tasks' weights, for the whole run.
+            let weights = tasks.iter().map(|t| (t.name.clone(), t.section.weight));
+            vec![Phase::mix(weights, None)]
+        } else {
+            recipe
+                .schedule
+                .iter()
+                .map(|p| Phase {
+                    weights: p.weights.clone(),
+                    length: p.steps.map(|s| PhaseLength::Batches(s as u64)),
+                })
+                .collect()
+        };
+        let mixer = Schedule::new(sources, phases, derive_seed(recipe.seed, "kiln-train/mix"))
+            .map_err(|e| TrainError::data("schedule", e))?;
         Ok(Self { tasks, mixer })
     }
 
-    /// The next `n` training prompts.
+    /// The schedule phase the next draw comes from (0 without `[[schedule]]`).
+    pub fn phase(&self) -> usize {
+        self.mixer.phase()
+    }
+
+    /// The next `n` training prompts (one RL step's: a step never straddles two phases).
     pub fn next_prompts(&mut self, n: usize) -> Result<Vec<Drawn>> {
         self.mixer
             .next_draws(n)
@@ -129,6 +145,7 @@ fn verifier(section: &TaskSection) -> Box<dyn Verifier> {
         }),
         VerifierKind::Math => Box::new(MathVerifier::default()),
         VerifierKind::Gsm8k => Box::new(Gsm8kVerifier::default()),
+        VerifierKind::Instructions => Box::new(InstructionVerifier::default()),
     }
 }
 
@@ -151,9 +168,6 @@ pub fn arithmetic_generator(
     else {
         return None;
     };
-    let label = stream
-        .clone()
-        .unwrap_or_else(|| format!("kiln-train/{task}/{role}"));
     let config = ArithmeticConfig {
         min_digits: *min_digits,
         max_digits: *max_digits,
@@ -161,7 +175,54 @@ pub fn arithmetic_generator(
         allow_negative: *allow_negative,
         template: *template,
     };
-    ArithmeticGenerator::new(config, derive_seed(seed, &label)).ok()
+    ArithmeticGenerator::new(config, stream_seed(seed, stream, task, role)).ok()
+}
+
+/// The seed of a generator: from its `stream` label, else from the task and role (`train`,
+/// `eval`, `sft`: different streams, so held-out problems are new draws).
+fn stream_seed(seed: u64, stream: &Option<String>, task: &str, role: &str) -> u64 {
+    let label = stream
+        .clone()
+        .unwrap_or_else(|| format!("kiln-train/{task}/{role}"));
+    derive_seed(seed, &label)
+}
+
+/// The Countdown generator of a `countdown-synthetic` spec.
+pub fn countdown_generator(
+    spec: &DataSpec,
+    task: &str,
+    seed: u64,
+    role: &str,
+) -> Option<kiln_data::Result<CountdownGenerator>> {
+    let DataSpec::CountdownSynthetic {
+        generator, stream, ..
+    } = spec
+    else {
+        return None;
+    };
+    Some(CountdownGenerator::new(
+        generator.clone(),
+        stream_seed(seed, stream, task, role),
+    ))
+}
+
+/// The instruction generator of an `instructions` spec.
+pub fn instruction_generator(
+    spec: &DataSpec,
+    task: &str,
+    seed: u64,
+    role: &str,
+) -> Option<kiln_data::Result<InstructionGenerator>> {
+    let DataSpec::Instructions {
+        generator, stream, ..
+    } = spec
+    else {
+        return None;
+    };
+    Some(InstructionGenerator::new(
+        generator.clone(),
+        stream_seed(seed, stream, task, role),
+    ))
 }
 
 impl Split {
@@ -207,6 +268,28 @@ fn build_source(
         DataSpec::Arithmetic { count, .. } => {
             let generator = arithmetic_generator(spec, task, seed, role)
                 .ok_or_else(|| TrainError::recipe(key, "invalid arithmetic generator settings"))?;
+            match count {
+                Some(n) => Arc::new(generator.generate(*n)),
+                None => Arc::new(generator),
+            }
+        }
+        DataSpec::CountdownSynthetic { count, .. } => {
+            let generator = countdown_generator(spec, task, seed, role)
+                .expect("countdown-synthetic spec")
+                .map_err(|e| TrainError::data(key, e))?;
+            match count {
+                Some(n) => Arc::new(
+                    generator
+                        .generate(*n)
+                        .map_err(|e| TrainError::data(key, e))?,
+                ),
+                None => Arc::new(generator),
+            }
+        }
+        DataSpec::Instructions { count, .. } => {
+            let generator = instruction_generator(spec, task, seed, role)
+                .expect("instructions spec")
+                .map_err(|e| TrainError::data(key, e))?;
             match count {
                 Some(n) => Arc::new(generator.generate(*n)),
                 None => Arc::new(generator),

@@ -17,19 +17,21 @@ use kiln_optim::loss::{
     AggMode, GlobalCounts, KlLoss, LossConfig, LossMetrics, PpoClip, TokenBatch as LossBatch,
     agg_weights, apply_kl_reward,
 };
+use kiln_optim::tree::{TreeLink, rose_token_advantages};
 use kiln_optim::{AdamWSettings, ChunkOptions, MgsHook, Optimizer, gae};
 use kiln_reward::score_batch;
-use kiln_rollout::{Engine, FinishReason, SamplingParams};
+use kiln_rollout::tree::{TokenEmbeddings, TreeParams, tree_rollouts};
+use kiln_rollout::{Engine, FinishReason, Rollout, SamplingParams};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
 use crate::checkpoint::{self, TrainState};
 use crate::error::{Result, TrainError};
-use crate::eval::{encode_prompt, evaluate, response_text, reward_reference};
+use crate::eval::{encode_prompt, evaluate, response_text, reward_reference, sampled_pass_at_k};
 use crate::fault::FaultPlan;
 use crate::metrics::MetricsSink;
 use crate::policy::{Critic, SeqBatch, actor_grads, critic_grads, score};
-use crate::recipe::{ModelInit, Recipe, to_toml};
+use crate::recipe::{AdvantageKind, ModelInit, Recipe, to_toml};
 use crate::sft;
 use crate::tasks::TaskSet;
 
@@ -60,9 +62,16 @@ pub struct Sample {
     pub correct: bool,
     pub finish: FinishReason,
     pub text: String,
+    /// Its place in the group's tree (the root for independent samples).
+    pub link: TreeLink,
 }
 
 impl Sample {
+    /// Response tokens the engine sampled (a tree branch copies its first `branch_pos`).
+    pub fn generated_tokens(&self) -> usize {
+        self.response_ids.len() - self.link.branch_pos.min(self.response_ids.len())
+    }
+
     /// `(prompt, response)` ids, as [`SeqBatch::new`] takes them.
     pub fn row(&self) -> (&[u32], &[u32]) {
         (&self.prompt_ids, &self.response_ids)
@@ -375,6 +384,24 @@ impl Trainer {
             )?;
             self.options.faults.point("eval", self.step);
             r.metrics(&mut out);
+            if ev.pass_k > 0 {
+                let sampled = SamplingParams {
+                    n: ev.pass_k,
+                    temperature: ev.pass_temperature as f32,
+                    top_p: ev.pass_top_p as f32,
+                    seed: derive_seed(params.seed, "pass@k"),
+                    ..params.clone()
+                };
+                let p = sampled_pass_at_k(
+                    &engine,
+                    &task.eval,
+                    task.verifier.as_ref(),
+                    &sampled,
+                    ev.pass_k,
+                    self.recipe.rollout.include_stop,
+                )?;
+                out.insert(format!("eval/{}/pass@{}", task.name, ev.pass_k), p);
+            }
         }
         Ok(out)
     }
@@ -472,16 +499,60 @@ impl Trainer {
         );
     }
 
-    /// Samples the responses of one step and scores them.
-    pub fn rollout(&mut self) -> Result<Vec<Sample>> {
-        let drawn = self
-            .tasks
-            .next_prompts(self.recipe.train.prompts_per_step)?;
+    /// Samples the responses of one step and scores them: the step's training samples (whole groups; with dynamic sampling only groups whose rewards
+    /// differ), every sample drawn (for the reward and length metrics), and rollout metrics.
+    pub fn rollout(&mut self) -> Result<(Vec<Sample>, Vec<Sample>, BTreeMap<String, f64>)> {
+        let n = self.recipe.rollout.n;
+        let want = self.recipe.train.prompts_per_step;
+        let dynamic = self.recipe.train.dynamic_sampling;
+        let rounds = if dynamic {
+            self.recipe.train.max_sampling_rounds
+        } else {
+            1
+        };
+        let (mut kept, mut all, mut m) =
+            (Vec::with_capacity(want * n), Vec::new(), BTreeMap::new());
+        let (mut dropped, mut used_rounds, mut generated) = (0usize, 0usize, 0usize);
+        for round in 0..rounds {
+            let missing = want - kept.len() / n;
+            if missing == 0 {
+                break;
+            }
+            used_rounds += 1;
+            let batch = self.sample_groups(missing, round)?;
+            generated += batch.iter().map(Sample::generated_tokens).sum::<usize>();
+            for group in batch.chunks(n) {
+                // Equal rewards give every response of the group a zero advantage.
+                if dynamic && group.iter().all(|s| s.reward == group[0].reward) {
+                    dropped += 1;
+                } else {
+                    kept.extend_from_slice(group);
+                }
+            }
+            all.extend(batch);
+        }
+        m.insert("rollout/generated_tokens".into(), generated as f64);
+        if dynamic {
+            m.insert("rollout/dropped_groups".into(), dropped as f64);
+            m.insert("rollout/sampling_rounds".into(), used_rounds as f64);
+            m.insert("rollout/kept_groups".into(), (kept.len() / n) as f64);
+        }
+        Ok((kept, all, m))
+    }
+
+    /// Draws `prompts` prompts, samples `rollout.n` responses for each (independently, or as a
+    /// tree with `rollout.tree`) and scores them. `round` > 0 is a dynamic-sampling refill.
+    fn sample_groups(&mut self, prompts: usize, round: usize) -> Result<Vec<Sample>> {
+        let drawn = self.tasks.next_prompts(prompts)?;
         let prompts = drawn
             .iter()
             .map(|d| encode_prompt(&self.model.tokenizer, &d.example.prompt))
             .collect::<Result<Vec<_>>>()?;
         let r = &self.recipe.rollout;
+        let label = match round {
+            0 => format!("kiln-train/rollout/{}", self.step),
+            _ => format!("kiln-train/rollout/{}/{round}", self.step),
+        };
         let params = SamplingParams {
             n: r.n,
             temperature: r.temperature as f32,
@@ -490,18 +561,46 @@ impl Trainer {
             min_p: r.min_p as f32,
             max_new_tokens: r.max_new_tokens,
             stop_strings: r.stop.clone(),
-            seed: derive_seed(
-                self.recipe.seed,
-                &format!("kiln-train/rollout/{}", self.step),
-            ),
+            seed: derive_seed(self.recipe.seed, &label),
             ..SamplingParams::default()
         };
-        let groups = self.engine().generate(&prompts, &params)?;
+        // Each group's rollouts with their place in the tree (all roots without a tree).
+        let groups: Vec<Vec<(Rollout, TreeLink)>> = match &r.tree {
+            None => self
+                .engine()
+                .generate(&prompts, &params)?
+                .into_iter()
+                .map(|g| {
+                    g.rollouts
+                        .into_iter()
+                        .map(|ro| (ro, TreeLink::ROOT))
+                        .collect()
+                })
+                .collect(),
+            Some(tree) => {
+                let tree = TreeParams {
+                    n: r.n,
+                    epsilon: tree.epsilon,
+                    metric: tree.metric,
+                };
+                let embeddings = TokenEmbeddings::from_net(&self.model.net)?;
+                tree_rollouts(&self.engine(), &prompts, &params, &tree, &embeddings)?
+                    .into_iter()
+                    .map(|g| {
+                        let links = g.links.iter().map(|l| TreeLink {
+                            parent: l.parent,
+                            branch_pos: l.branch_pos,
+                        });
+                        g.rollouts.into_iter().zip(links).collect()
+                    })
+                    .collect()
+            }
+        };
         self.options.faults.point("rollout", self.step + 1);
         self.bar.set_message("score");
         let mut samples = Vec::with_capacity(prompts.len() * r.n);
         for (g, d) in groups.into_iter().zip(&drawn) {
-            for ro in g.rollouts {
+            for (ro, link) in g {
                 samples.push(Sample {
                     task: d.task,
                     text: response_text(&ro, r.include_stop),
@@ -512,6 +611,7 @@ impl Trainer {
                     reward: 0.0,
                     correct: false,
                     finish: ro.finish_reason,
+                    link,
                 });
             }
         }
@@ -547,7 +647,7 @@ impl Trainer {
     pub fn step_once(&mut self) -> Result<BTreeMap<String, f64>> {
         let t0 = Instant::now();
         self.bar.set_message("rollout");
-        let samples = self.rollout()?;
+        let (samples, drawn, rollout_metrics) = self.rollout()?;
         let t_rollout = t0.elapsed().as_secs_f64();
         if self.options.progress {
             for s in samples.iter().take(self.recipe.logging.print_samples) {
@@ -560,14 +660,31 @@ impl Trainer {
         }
         let t1 = Instant::now();
         self.bar.set_message("update");
-        let mut m = self.update(&samples)?;
+        let mut m = if samples.is_empty() {
+            // Dynamic sampling found no group whose rewards differ: nothing to learn from.
+            say(
+                &self.bar,
+                format!(
+                    "step {}: every group had equal rewards after {} rollouts; no update",
+                    self.step + 1,
+                    self.recipe.train.max_sampling_rounds
+                ),
+            );
+            BTreeMap::from([("actor/updates".to_string(), 0.0)])
+        } else {
+            self.update(&samples)?
+        };
+        m.extend(rollout_metrics);
         let t_update = t1.elapsed().as_secs_f64();
         self.step += 1;
-        summarize_samples(&samples, &self.tasks, &mut m);
+        summarize_samples(&drawn, &self.tasks, &mut m);
+        if !self.recipe.schedule.is_empty() {
+            m.insert("data/phase".into(), self.tasks.phase() as f64);
+        }
         m.insert("time/rollout_s".into(), t_rollout);
         m.insert("time/update_s".into(), t_update);
         m.insert("time/step_s".into(), t0.elapsed().as_secs_f64());
-        let new_tokens: usize = samples.iter().map(|s| s.response_ids.len()).sum();
+        let new_tokens: usize = drawn.iter().map(|s| s.response_ids.len()).sum();
         m.insert("rollout/new_tokens".into(), new_tokens as f64);
         m.insert(
             "rollout/tokens_per_s".into(),
@@ -684,6 +801,26 @@ impl Trainer {
                 None,
                 None,
             ),
+            None if recipe.algorithm.advantage == AdvantageKind::Rose => {
+                let links: Vec<TreeLink> = samples.iter().map(|s| s.link).collect();
+                let correct: Vec<bool> = samples.iter().map(|s| s.correct).collect();
+                let out = rose_token_advantages(
+                    &rewards,
+                    &links,
+                    &correct,
+                    n,
+                    &mask,
+                    t,
+                    &recipe.algorithm.rose,
+                )?;
+                let calibrated = out
+                    .responses
+                    .iter()
+                    .filter(|r| r.calibration.is_some())
+                    .count();
+                m.insert("actor/rose_calibrated".into(), calibrated as f64);
+                (out.advantages, None, None)
+            }
             None => {
                 let critic = self.critic.as_ref().ok_or_else(|| {
                     TrainError::recipe("critic", "advantage = \"gae\" needs a [critic] section")

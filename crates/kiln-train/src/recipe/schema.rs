@@ -6,8 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use kiln_data::{ArithOp, CountdownTemplate, MathTemplate};
+use kiln_data::{ArithOp, CountdownConfig, CountdownTemplate, InstructionConfig, MathTemplate};
+use kiln_optim::tree::RoseConfig;
 use kiln_optim::{AdvantageEstimator, AggMode, EntropyReg, Granularity, KlEstimator, LrSchedule};
+use kiln_rollout::tree::BranchMetric;
 use serde::{Deserialize, Serialize};
 
 /// A whole recipe.
@@ -32,6 +34,10 @@ pub struct Recipe {
     pub model: ModelSection,
     /// Tasks by name (`[tasks.countdown]`); the name is the task's domain.
     pub tasks: BTreeMap<String, TaskSection>,
+    /// Data schedule over the tasks (`[[schedule]]` phases). Empty: one phase mixing the tasks
+    /// by their `weight`s for the whole run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub schedule: Vec<SchedulePhase>,
     /// Supervised warm-up before RL (`kiln train` runs it first when present; `kiln sft` runs it
     /// alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -80,6 +86,20 @@ pub enum ModelInit {
     Random,
 }
 
+/// `[[schedule]]`: one phase of the data schedule. Phases run in order; each lasts `steps` RL
+/// steps (the last may omit it and then lasts to the end), drawing each step's prompts from the
+/// tasks at the phase's `weights` (tasks left out weigh 0). Sequential training is one phase
+/// per task; mixing at chosen ratios is one phase with those weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePhase {
+    /// RL steps in this phase (absent: until the run ends; only the last phase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<usize>,
+    /// Relative weight of each task in this phase (normalised; >= 0, some > 0).
+    pub weights: BTreeMap<String, f64>,
+}
+
 /// `[tasks.<name>]`: one domain: where its prompts come from and how responses are scored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -108,6 +128,8 @@ pub enum VerifierKind {
     Math,
     /// GSM8K / arithmetic: the boxed value, else the last number in the response.
     Gsm8k,
+    /// Instruction following: every format rule of the reference holds (IFEval-style).
+    Instructions,
 }
 
 /// Where prompts come from. Dataset files default to `$KILN_DATA_DIR` or `../shared/data`.
@@ -132,6 +154,29 @@ pub enum DataSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         stream: Option<String>,
         /// Number of problems (eval sets; a train stream is unbounded when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
+    /// Countdown instances drawn by kiln-data's solver-backed generator (every instance
+    /// solvable): `generator = { min_count = 3, max_count = 3, num_max = 9, template = "terse" }`
+    /// (CountdownConfig's keys; TinyZero's ranges by default).
+    CountdownSynthetic {
+        #[serde(default)]
+        generator: CountdownConfig,
+        /// Label the generator's seed derives from (as for arithmetic).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream: Option<String>,
+        /// Number of instances (eval sets; a train stream is unbounded when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        count: Option<u64>,
+    },
+    /// Instruction following with verifiable format rules: `say fox 4 times, uppercase, end
+    /// with !:` (kiln-data's InstructionGenerator; `generator` takes its keys).
+    Instructions {
+        #[serde(default)]
+        generator: InstructionConfig,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         count: Option<u64>,
     },
@@ -207,8 +252,49 @@ pub struct SftSection {
     pub lr: f64,
     #[serde(default)]
     pub warmup_steps: usize,
-    /// Where the demonstrations come from.
-    pub data: SftData,
+    /// Where the demonstrations come from: one source, or a list of sources taken in turn
+    /// (demonstration i comes from source i mod len).
+    #[serde(deserialize_with = "one_or_many", serialize_with = "single_or_list")]
+    pub data: Vec<SftData>,
+}
+
+/// `data = { .. }` or `data = [{ .. }, { .. }]`. Each table is read as an [`SftData`] on its own,
+/// so an error names what is wrong inside it rather than "no variant matched".
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SftData>, D::Error> {
+    use serde::de::Error;
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        Many(Vec<toml::Value>),
+        One(toml::Value),
+    }
+    let values = match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(v) => vec![v],
+    };
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| {
+            SftData::deserialize(v).map_err(|e| {
+                let e = e.to_string();
+                let e = e.trim_end();
+                if i == 0 {
+                    D::Error::custom(e)
+                } else {
+                    D::Error::custom(format!("source {i}: {e}"))
+                }
+            })
+        })
+        .collect()
+}
+
+/// One source is written back as a table, several as a list.
+fn single_or_list<S: serde::Serializer>(data: &[SftData], s: S) -> Result<S::Ok, S::Error> {
+    match data {
+        [one] => one.serialize(s),
+        many => many.serialize(s),
+    }
 }
 
 /// Demonstrations: prompt + response pairs.
@@ -227,6 +313,17 @@ pub enum SftData {
         wrong_carry_fraction: f64,
         #[serde(default)]
         format: DemoFormat,
+    },
+    /// Countdown instances of the task `task` (kind "countdown-synthetic"), answered with the
+    /// generator's solution: `" <answer>(3 * 5) + 7</answer>"`.
+    Countdown { task: String },
+    /// Instructions of the task `task` (kind "instructions"), answered as asked
+    /// (`" FOX FOX FOX FOX!"`), except that `wrong_count_fraction` of those asking for 4 or more
+    /// repetitions are answered with one too few: a systematic error a verifier can remove.
+    Instructions {
+        task: String,
+        #[serde(default)]
+        wrong_count_fraction: f64,
     },
     /// JSONL with a prompt (text or chat messages) and a response.
     Jsonl {
@@ -277,6 +374,24 @@ pub struct RolloutSection {
     /// Engine memory bound (prompt + response tokens in flight); default: the engine's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_batch_tokens: Option<usize>,
+    /// ROSE tree rollouts (ALGORITHMS.md section 3): each prompt's `n` responses grow as a tree,
+    /// `{ epsilon = 0.5, metric = "semantic-entropy" | "entropy" | "random" }`; absent = `n`
+    /// independent samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tree: Option<TreeRollout>,
+}
+
+/// `rollout.tree`: how the trees grow (the group size is `rollout.n`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TreeRollout {
+    /// Probability that a round samples a fresh response from the prompt instead of branching.
+    #[serde(default = "defaults::tree_epsilon")]
+    pub epsilon: f64,
+    /// How branch points are scored: `semantic-entropy` (ROSE), `entropy` (FR3E-style) or
+    /// `random` (ablation).
+    #[serde(default)]
+    pub metric: BranchMetric,
 }
 
 /// `[train]`: the RL schedule and batch geometry.
@@ -301,6 +416,13 @@ pub struct TrainSection {
     /// Rows of the chunked lm_head pass.
     #[serde(default = "defaults::chunk_size")]
     pub chunk_size: usize,
+    /// Dynamic sampling (DAPO): drop the groups whose rewards are all equal (they carry no
+    /// gradient) and sample more prompts until `prompts_per_step` groups are informative, at most
+    /// `max_sampling_rounds` rollouts per step (then the step trains on what it has).
+    #[serde(default)]
+    pub dynamic_sampling: bool,
+    #[serde(default = "defaults::max_sampling_rounds")]
+    pub max_sampling_rounds: usize,
     /// Stop after this many consecutive skipped (non-finite) optimizer steps.
     #[serde(default = "defaults::max_skipped")]
     pub max_consecutive_skips: usize,
@@ -310,9 +432,13 @@ pub struct TrainSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlgorithmSection {
-    /// `grpo`, `dr-grpo`, `rloo`, `reinforce-plus-plus-baseline`, or `gae` (PPO with a critic).
+    /// `grpo`, `dr-grpo`, `rloo`, `reinforce-plus-plus-baseline`, `rose` (segment advantages
+    /// over tree rollouts) or `gae` (PPO with a critic).
     #[serde(default = "defaults::advantage")]
     pub advantage: AdvantageKind,
+    /// ROSE's advantage options: `{ length_lambda = 0.0, seed_compat = false }`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub rose: RoseConfig,
     #[serde(default = "defaults::clip")]
     pub clip_low: f64,
     #[serde(default = "defaults::clip")]
@@ -378,20 +504,31 @@ pub enum AdvantageKind {
     DrGrpo,
     Rloo,
     ReinforcePlusPlusBaseline,
+    /// ROSE: segment advantages over the tree of each group (needs `rollout.tree`).
+    Rose,
     Gae,
 }
 
 impl AdvantageKind {
-    /// The outcome estimator, or `None` for GAE.
+    /// The outcome estimator, or `None` for ROSE and GAE.
     pub fn outcome(self) -> Option<AdvantageEstimator> {
         match self {
             Self::Grpo => Some(AdvantageEstimator::Grpo),
             Self::DrGrpo => Some(AdvantageEstimator::DrGrpo),
             Self::Rloo => Some(AdvantageEstimator::Rloo),
             Self::ReinforcePlusPlusBaseline => Some(AdvantageEstimator::ReinforcePlusPlusBaseline),
-            Self::Gae => None,
+            Self::Rose | Self::Gae => None,
         }
     }
+
+    /// Whether the advantage compares the responses of a group (all but GAE).
+    pub fn is_group(self) -> bool {
+        self != Self::Gae
+    }
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// `[optim]`: the actor's AdamW (PyTorch defaults, set explicitly: burn's differ).
@@ -448,6 +585,14 @@ pub struct EvalSection {
     /// Default: `rollout.max_new_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_new_tokens: Option<usize>,
+    /// Also sampled pass@k with k = `pass_k` samples per problem (0 = off), at
+    /// `pass_temperature` and `pass_top_p` (the ROSE seed's evaluation: 0.6 and 0.95).
+    #[serde(default)]
+    pub pass_k: usize,
+    #[serde(default = "defaults::pass_temperature")]
+    pub pass_temperature: f64,
+    #[serde(default = "defaults::pass_top_p")]
+    pub pass_top_p: f64,
 }
 
 /// `[logging]`.
@@ -605,6 +750,18 @@ mod defaults {
     }
     pub fn chunk_size() -> usize {
         256
+    }
+    pub fn tree_epsilon() -> f64 {
+        0.5 // ALGORITHMS.md section 3
+    }
+    pub fn max_sampling_rounds() -> usize {
+        3
+    }
+    pub fn pass_temperature() -> f64 {
+        0.6
+    }
+    pub fn pass_top_p() -> f64 {
+        0.95
     }
     pub fn max_skipped() -> usize {
         5

@@ -37,6 +37,7 @@ pub fn problems(recipe: &Recipe) -> Vec<(String, String)> {
     for (name, task) in &recipe.tasks {
         self::task(&format!("tasks.{name}"), task, &mut p);
     }
+    schedule(recipe, &mut p);
     if let Some(sft) = &recipe.sft {
         self::sft(sft, recipe, &mut p);
     }
@@ -45,6 +46,7 @@ pub fn problems(recipe: &Recipe) -> Vec<(String, String)> {
     algorithm(recipe, &mut p);
     optim(&recipe.optim, &mut p);
     critic(recipe, &mut p);
+    rose(recipe, &mut p);
 
     let e = &recipe.eval;
     p.at_least("eval.limit", e.limit, 1);
@@ -57,6 +59,18 @@ pub fn problems(recipe: &Recipe) -> Vec<(String, String)> {
     if let Some(m) = e.max_new_tokens {
         p.at_least("eval.max_new_tokens", m, 1);
     }
+    p.check(
+        e.pass_temperature.is_finite() && e.pass_temperature > 0.0,
+        "eval.pass_temperature",
+        e.pass_temperature,
+        "must be > 0 (pass@k samples)",
+    );
+    p.check(
+        e.pass_top_p > 0.0 && e.pass_top_p <= 1.0,
+        "eval.pass_top_p",
+        e.pass_top_p,
+        "must be in (0, 1]",
+    );
     let l = &recipe.logging;
     p.at_least("logging.plot_every", l.plot_every, 1);
     if let Some(dir) = &l.run_dir {
@@ -262,21 +276,77 @@ fn task(key: &str, t: &TaskSection, p: &mut Problems) {
     if let Some(eval) = &t.eval {
         data(&format!("{key}.eval"), eval, p);
     }
-    // The Countdown verifier needs a Countdown reference (target and numbers); other data has
-    // none. JSONL carries whatever reference the file has.
+    // A verifier needs the reference its data carries: Countdown (target and numbers), format
+    // rules, or an answer. JSONL carries whatever reference the file has.
     for (part, spec) in [("train", Some(&t.train)), ("eval", t.eval.as_ref())] {
         let Some(spec) = spec else { continue };
-        let countdown_data = matches!(spec, DataSpec::Countdown { .. });
-        let countdown_verifier = t.verifier == VerifierKind::Countdown;
-        if !matches!(spec, DataSpec::Jsonl { .. }) && countdown_data != countdown_verifier {
+        let Some(needed) = verifier_for_data(spec) else {
+            continue;
+        };
+        if !needed.contains(&t.verifier) {
+            let names: Vec<String> = needed.iter().map(|v| format!("{:?}", kebab(v))).collect();
             p.add(
                 &format!("{key}.verifier"),
                 format!(
                     "{key}.verifier = {:?}: does not score {key}.{part} of kind {:?} \
-                     (countdown data goes with the countdown verifier, and only with it)",
+                     (it goes with verifier {})",
                     kebab(&t.verifier),
-                    data_kind(spec)
+                    data_kind(spec),
+                    names.join(" or ")
                 ),
+            );
+        }
+    }
+}
+
+/// The verifiers that can score data of this kind (None: any, JSONL).
+fn verifier_for_data(spec: &DataSpec) -> Option<&'static [VerifierKind]> {
+    match spec {
+        DataSpec::Countdown { .. } | DataSpec::CountdownSynthetic { .. } => {
+            Some(&[VerifierKind::Countdown])
+        }
+        DataSpec::Instructions { .. } => Some(&[VerifierKind::Instructions]),
+        DataSpec::Arithmetic { .. } | DataSpec::Math { .. } | DataSpec::Gsm8k { .. } => {
+            Some(&[VerifierKind::Math, VerifierKind::Gsm8k])
+        }
+        DataSpec::Jsonl { .. } => None,
+    }
+}
+
+/// `[[schedule]]`: phases name known tasks, weigh something, and only the last is open-ended.
+fn schedule(recipe: &Recipe, p: &mut Problems) {
+    let n = recipe.schedule.len();
+    for (i, phase) in recipe.schedule.iter().enumerate() {
+        let key = format!("schedule[{i}]");
+        match phase.steps {
+            Some(steps) => p.at_least(&format!("{key}.steps"), steps, 1),
+            None if i + 1 < n => p.add(
+                &format!("{key}.steps"),
+                format!("{key}.steps: required (only the last phase may run to the end)"),
+            ),
+            None => {}
+        }
+        for (task, w) in &phase.weights {
+            if !recipe.tasks.contains_key(task) {
+                let known: Vec<&str> = recipe.tasks.keys().map(String::as_str).collect();
+                p.check(
+                    false,
+                    &format!("{key}.weights"),
+                    task,
+                    &format!("no such task (the recipe's tasks: {})", known.join(", ")),
+                );
+            }
+            p.check(
+                w.is_finite() && *w >= 0.0,
+                &format!("{key}.weights.{task}"),
+                w,
+                "must be finite and >= 0",
+            );
+        }
+        if phase.weights.values().all(|w| !(*w > 0.0)) {
+            p.add(
+                &format!("{key}.weights"),
+                format!("{key}.weights: at least one task needs a weight > 0"),
             );
         }
     }
@@ -329,12 +399,27 @@ fn data(key: &str, spec: &DataSpec, p: &mut Problems) {
                     ),
                 );
             }
-            if let Some(c) = *count {
-                p.check(c >= 1, &k("count"), c, "must be at least 1");
+            generated(&k, stream, count, p);
+        }
+        DataSpec::CountdownSynthetic {
+            generator,
+            stream,
+            count,
+        } => {
+            if let Err(e) = generator.validate() {
+                p.add(&k("generator"), format!("{}: {e}", k("generator")));
             }
-            if let Some(s) = stream {
-                p.check(!s.is_empty(), &k("stream"), s, "must not be empty");
+            generated(&k, stream, count, p);
+        }
+        DataSpec::Instructions {
+            generator,
+            stream,
+            count,
+        } => {
+            if let Err(e) = generator.validate() {
+                p.add(&k("generator"), format!("{}: {e}", k("generator")));
             }
+            generated(&k, stream, count, p);
         }
         DataSpec::Countdown { path, limit: l, .. } | DataSpec::Gsm8k { path, limit: l, .. } => {
             if let Some(path) = path {
@@ -396,6 +481,21 @@ fn data(key: &str, spec: &DataSpec, p: &mut Problems) {
     }
 }
 
+/// A generator's `stream` label and `count`.
+fn generated(
+    k: &dyn Fn(&str) -> String,
+    stream: &Option<String>,
+    count: &Option<u64>,
+    p: &mut Problems,
+) {
+    if let Some(c) = *count {
+        p.check(c >= 1, &k("count"), c, "must be at least 1");
+    }
+    if let Some(s) = stream {
+        p.check(!s.is_empty(), &k("stream"), s, "must not be empty");
+    }
+}
+
 fn sft(s: &SftSection, recipe: &Recipe, p: &mut Problems) {
     p.at_least("sft.steps", s.steps, 1);
     p.at_least("sft.batch_size", s.batch_size, 1);
@@ -413,37 +513,68 @@ fn sft(s: &SftSection, recipe: &Recipe, p: &mut Problems) {
         }
     }
     p.positive("sft.lr", s.lr);
-    match &s.data {
+    if s.data.is_empty() {
+        p.add("sft.data", "sft.data: needs at least one source");
+    }
+    for (i, data) in s.data.iter().enumerate() {
+        let key = if s.data.len() == 1 {
+            "sft.data".to_string()
+        } else {
+            format!("sft.data[{i}]")
+        };
+        sft_data(&key, data, recipe, p);
+    }
+}
+
+fn sft_data(key: &str, data: &SftData, recipe: &Recipe, p: &mut Problems) {
+    let k = |field: &str| format!("{key}.{field}");
+    // Generated demonstrations come from a task's generator of the matching kind.
+    let task_of_kind = |task: &str, wanted: &str, p: &mut Problems| match recipe.tasks.get(task) {
+        None => {
+            let known: Vec<&str> = recipe.tasks.keys().map(String::as_str).collect();
+            p.check(
+                false,
+                &k("task"),
+                task,
+                &format!("no such task (the recipe's tasks: {})", known.join(", ")),
+            );
+        }
+        Some(t) if data_kind(&t.train) != wanted => p.check(
+            false,
+            &k("task"),
+            task,
+            &format!(
+                "these demonstrations need a task whose train data is of kind {wanted:?}, \
+                 and tasks.{task}.train is of kind {:?}",
+                data_kind(&t.train)
+            ),
+        ),
+        Some(_) => {}
+    };
+    match data {
         SftData::Arithmetic {
             task,
             wrong_carry_fraction,
             ..
         } => {
-            match recipe.tasks.get(task) {
-                None => {
-                    let known: Vec<&str> = recipe.tasks.keys().map(String::as_str).collect();
-                    p.check(
-                        false,
-                        "sft.data.task",
-                        task,
-                        &format!("no such task (the recipe's tasks: {})", known.join(", ")),
-                    );
-                }
-                Some(t) if !matches!(t.train, DataSpec::Arithmetic { .. }) => p.check(
-                    false,
-                    "sft.data.task",
-                    task,
-                    &format!(
-                        "arithmetic demonstrations need a task whose train data is of kind \
-                         \"arithmetic\", and tasks.{task}.train is of kind {:?}",
-                        data_kind(&t.train)
-                    ),
-                ),
-                Some(_) => {}
-            }
+            task_of_kind(task, "arithmetic", p);
             p.in_range(
-                "sft.data.wrong_carry_fraction",
+                &k("wrong_carry_fraction"),
                 *wrong_carry_fraction,
+                0.0,
+                1.0,
+                false,
+            );
+        }
+        SftData::Countdown { task } => task_of_kind(task, "countdown-synthetic", p),
+        SftData::Instructions {
+            task,
+            wrong_count_fraction,
+        } => {
+            task_of_kind(task, "instructions", p);
+            p.in_range(
+                &k("wrong_count_fraction"),
+                *wrong_count_fraction,
                 0.0,
                 1.0,
                 false,
@@ -454,16 +585,16 @@ fn sft(s: &SftSection, recipe: &Recipe, p: &mut Problems) {
             prompt_field,
             response_field,
         } => {
-            p.exists("sft.data.path", path);
+            p.exists(&k("path"), path);
             p.check(
                 !prompt_field.is_empty(),
-                "sft.data.prompt_field",
+                &k("prompt_field"),
                 prompt_field,
                 "must not be empty",
             );
             p.check(
                 !response_field.is_empty(),
-                "sft.data.response_field",
+                &k("response_field"),
                 response_field,
                 "must not be empty",
             );
@@ -474,7 +605,7 @@ fn sft(s: &SftSection, recipe: &Recipe, p: &mut Problems) {
 fn rollout(recipe: &Recipe, p: &mut Problems) {
     let r = &recipe.rollout;
     let advantage = recipe.algorithm.advantage;
-    if advantage.outcome().is_some() && r.n < 2 {
+    if advantage.is_group() && r.n < 2 {
         p.check(
             false,
             "rollout.n",
@@ -640,6 +771,43 @@ fn optim(o: &OptimSection, p: &mut Problems) {
     }
 }
 
+/// ROSE: tree rollouts and their advantage; dynamic sampling.
+fn rose(recipe: &Recipe, p: &mut Problems) {
+    if let Some(tree) = &recipe.rollout.tree {
+        p.in_range("rollout.tree.epsilon", tree.epsilon, 0.0, 1.0, false);
+        if recipe.algorithm.advantage == AdvantageKind::Gae {
+            p.add(
+                "rollout.tree",
+                "rollout.tree: tree rollouts need a group advantage (\"rose\", or \"grpo\" and the like), not \"gae\"",
+            );
+        }
+    }
+    if recipe.algorithm.advantage == AdvantageKind::Rose && recipe.rollout.tree.is_none() {
+        p.add(
+            "algorithm.advantage",
+            "algorithm.advantage = \"rose\": segment advantages need tree rollouts; add rollout.tree = { epsilon = 0.5 }",
+        );
+    }
+    let l = recipe.algorithm.rose.length_lambda;
+    p.check(
+        l.is_finite() && l >= 0.0,
+        "algorithm.rose.length_lambda",
+        l,
+        "must be finite and >= 0",
+    );
+    p.at_least(
+        "train.max_sampling_rounds",
+        recipe.train.max_sampling_rounds,
+        1,
+    );
+    if recipe.train.dynamic_sampling && !recipe.algorithm.advantage.is_group() {
+        p.add(
+            "train.dynamic_sampling",
+            "train.dynamic_sampling: drops groups with equal rewards, so it needs a group advantage, not \"gae\"",
+        );
+    }
+}
+
 fn critic(recipe: &Recipe, p: &mut Problems) {
     let gae = recipe.algorithm.advantage == AdvantageKind::Gae;
     match (&recipe.critic, gae) {
@@ -675,6 +843,8 @@ fn data_kind(spec: &DataSpec) -> &'static str {
     match spec {
         DataSpec::Arithmetic { .. } => "arithmetic",
         DataSpec::Countdown { .. } => "countdown",
+        DataSpec::CountdownSynthetic { .. } => "countdown-synthetic",
+        DataSpec::Instructions { .. } => "instructions",
         DataSpec::Math { .. } => "math",
         DataSpec::Gsm8k { .. } => "gsm8k",
         DataSpec::Jsonl { .. } => "jsonl",

@@ -12,7 +12,8 @@ use kiln_reward::jsonl::{ScoreOptions, score_jsonl};
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    /// Task: countdown ({response, target, nums}), math or gsm8k ({response, reference}).
+    /// Task: countdown ({response, target, nums}), math or gsm8k ({response, reference}), or
+    /// instructions ({response, reference: ["words 3", "case upper", ...]}).
     #[arg(long)]
     pub task: Task,
     /// Input JSONL file, one record per line.
