@@ -2,11 +2,13 @@
 //!
 //! Slots are shared by the batch: slot `j` of every row was written by the same forward call.
 //! Which slots hold a real token is tracked per row on the host (`valid`), so left-padded
-//! prompts and rows that were copied or forked need no special cases. The two operations the
+//! prompts and rows that were copied or forked need no special cases. The operations the
 //! rollout engine and tree branching need are [`KvCache::select_rows`] (copy rows, repeating a
-//! row to share a prompt's KV across samples) and [`KvCache::truncate`] (keep a prefix).
+//! row to share a prompt's KV across samples), [`KvCache::truncate`] (keep a prefix) and
+//! [`KvCache::gather`] (rows of several caches, prefixes of different lengths, in one batch).
 
 use burn::prelude::*;
+use burn::tensor::TensorCreationOptions;
 
 #[derive(Debug, Clone)]
 pub struct KvCache {
@@ -116,6 +118,125 @@ impl KvCache {
             })
             .collect();
         self.slots = slots;
+    }
+
+    /// A cache whose row `i` is the first `slots` slots of row `row` of `cache`, for each
+    /// `(cache, row, slots)` in `parts`: rows of different caches, cut at different lengths,
+    /// gathered into one batch. Each row drops the empty slots before its first real token and
+    /// the rows are right-aligned: shorter ones are left-padded with empty slots (zero keys and
+    /// values, never attended), as left-padded prompts are. Position ids continue each row's
+    /// count of real tokens, so every row decodes on exactly as it would have in its own cache.
+    ///
+    /// Consecutive parts from the same cache cut at the same length are copied with one `select`
+    /// per layer. Panics when a row is out of range or the caches have different layer counts.
+    pub fn gather(parts: &[(&KvCache, usize, usize)]) -> KvCache {
+        let num_layers = parts.first().map_or(0, |p| p.0.layers.len());
+        assert!(
+            parts.iter().all(|p| p.0.layers.len() == num_layers),
+            "gather: caches with different layer counts"
+        );
+        assert!(
+            parts.iter().all(|p| p.1 < p.0.batch),
+            "gather: row index out of range"
+        );
+        // Runs of consecutive parts from one cache with the same end: (cache, rows, first, end).
+        let mut runs: Vec<(&KvCache, Vec<usize>, usize, usize)> = Vec::new();
+        for &(cache, row, slots) in parts {
+            let end = slots.min(cache.slots);
+            let first = (0..end).find(|&s| cache.is_valid(row, s)).unwrap_or(end);
+            match runs.last_mut() {
+                Some((c, rows, f, e)) if std::ptr::eq(*c, cache) && *e == end => {
+                    rows.push(row);
+                    *f = (*f).min(first);
+                }
+                _ => runs.push((cache, vec![row], first, end)),
+            }
+        }
+        let width = runs.iter().map(|r| r.3 - r.2).max().unwrap_or(0);
+        let mut valid = Vec::with_capacity(parts.len() * width);
+        for (cache, rows, first, end) in &runs {
+            for &row in rows {
+                valid.extend(std::iter::repeat_n(false, width - (end - first)));
+                valid.extend_from_slice(
+                    &cache.valid[row * cache.slots + first..row * cache.slots + end],
+                );
+            }
+        }
+        let layers = (0..num_layers)
+            .map(|l| {
+                if width == 0 {
+                    return None;
+                }
+                // Shape, dtype and device of the padding come from any run with real slots.
+                let (k0, _) = runs
+                    .iter()
+                    .filter(|r| r.3 > r.2)
+                    .find_map(|r| r.0.layers[l].as_ref())
+                    .expect("gather: a cache with slots has keys in every layer");
+                let [_, heads, _, dim] = k0.dims();
+                let zeros = |rows: usize, pad: usize| {
+                    Tensor::<4>::zeros(
+                        [rows, heads, pad, dim],
+                        TensorCreationOptions::new(k0.device()).with_dtype(k0.dtype()),
+                    )
+                };
+                let mut ks = Vec::with_capacity(runs.len());
+                let mut vs = Vec::with_capacity(runs.len());
+                for (cache, rows, first, end) in &runs {
+                    let (len, pad) = (end - first, width - (end - first));
+                    if len == 0 {
+                        ks.push(zeros(rows.len(), width));
+                        vs.push(zeros(rows.len(), width));
+                        continue;
+                    }
+                    let (k, v) = cache.layers[l]
+                        .as_ref()
+                        .expect("gather: a cache with slots has keys in every layer");
+                    let whole =
+                        rows.len() == cache.batch && rows.iter().enumerate().all(|(i, &r)| i == r);
+                    let take = |t: &Tensor<4>| {
+                        let t = if *first > 0 || *end < cache.slots {
+                            t.clone().narrow(2, *first, len)
+                        } else {
+                            t.clone()
+                        };
+                        let t = if whole {
+                            t
+                        } else {
+                            let idx = Tensor::<1, Int>::from_data(
+                                TensorData::new(
+                                    rows.iter().map(|&r| r as i64).collect::<Vec<_>>(),
+                                    [rows.len()],
+                                ),
+                                &t.device(),
+                            );
+                            t.select(0, idx)
+                        };
+                        if pad > 0 {
+                            Tensor::cat(vec![zeros(rows.len(), pad), t], 2)
+                        } else {
+                            t
+                        }
+                    };
+                    ks.push(take(k));
+                    vs.push(take(v));
+                }
+                let cat = |mut ts: Vec<Tensor<4>>| {
+                    if ts.len() == 1 {
+                        ts.pop().unwrap()
+                    } else {
+                        Tensor::cat(ts, 0)
+                    }
+                };
+                Some((cat(ks), cat(vs)))
+            })
+            .collect();
+        KvCache {
+            layers,
+            valid,
+            batch: parts.len(),
+            slots: width,
+        }
     }
 
     /// Records `new` slots per row (row-major `[batch, new]` validity) after the layers wrote

@@ -175,3 +175,54 @@ fn kv_cache_paths_agree_with_full_forward() {
         assert!(err < 1e-5, "fork row {r}: {err}");
     }
 }
+
+/// `KvCache::gather` puts rows of different caches, cut at different lengths, into one batch
+/// (right-aligned, left-padded with empty slots): each row continues exactly as a fresh prefill
+/// of its own prefix would.
+#[test]
+fn gathered_rows_of_several_caches_continue_like_their_prefixes() {
+    use kiln_model::KvCache;
+    let (_, net, rope) = tiny_model("tiny-llama");
+    // Cache a: two left-padded rows; cache b: one row.
+    let a_rows = vec![vec![3u32, 4, 5, 6, 7, 8, 9], vec![20u32, 21]];
+    let mut a = net.new_cache(2);
+    let block = TokenBatch::padded(&a_rows, 0, Padding::Left).unwrap();
+    net.forward_cached(&rope, &block, &mut a);
+    let b_row = vec![30u32, 31, 32, 33];
+    let mut b = net.new_cache(1);
+    net.forward_cached(
+        &rope,
+        &TokenBatch::new(std::slice::from_ref(&b_row)).unwrap(),
+        &mut b,
+    );
+    let empty = net.new_cache(1);
+    // (cache, row, slots) and the real tokens each part holds.
+    let parts: Vec<(&KvCache, usize, usize, Vec<u32>)> = vec![
+        (&a, 0, 7, a_rows[0].clone()),
+        (&a, 1, 7, a_rows[1].clone()),
+        (&b, 0, 2, b_row[..2].to_vec()),
+        (&a, 0, 3, a_rows[0][..3].to_vec()),
+        (&a, 1, 6, a_rows[1][..1].to_vec()),
+        (&empty, 0, 0, Vec::new()),
+    ];
+    let spec: Vec<(&KvCache, usize, usize)> = parts.iter().map(|p| (p.0, p.1, p.2)).collect();
+    let mut g = KvCache::gather(&spec);
+    assert_eq!(g.batch_size(), parts.len());
+    assert_eq!(g.len(), 7);
+    let want_pos: Vec<i64> = parts.iter().map(|p| p.3.len() as i64).collect();
+    assert_eq!(g.next_positions(), want_pos);
+    let next: Vec<Vec<u32>> = (0..parts.len()).map(|i| vec![40 + i as u32]).collect();
+    let got = to_vec(net.forward_cached(&rope, &TokenBatch::new(&next).unwrap(), &mut g));
+    let vocab = got.len() / parts.len();
+    for (i, p) in parts.iter().enumerate() {
+        let seq: Vec<u32> = p.3.iter().copied().chain([40 + i as u32]).collect();
+        let want =
+            to_vec(net.forward(&rope, &TokenBatch::new(std::slice::from_ref(&seq)).unwrap()));
+        let w: Vec<f64> = want[(seq.len() - 1) * vocab..]
+            .iter()
+            .map(|&x| x as f64)
+            .collect();
+        let err = max_abs_diff(&got[i * vocab..(i + 1) * vocab], &w);
+        assert!(err < 1e-5, "part {i}: {err}");
+    }
+}

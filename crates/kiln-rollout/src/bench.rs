@@ -9,7 +9,9 @@ use serde::Serialize;
 use crate::engine::Engine;
 use crate::error::{Result, RolloutError};
 use crate::params::SamplingParams;
-use crate::tree::{TokenEmbeddings, TreeParams, tree_rollouts};
+use crate::tree::{
+    TokenEmbeddings, TreeGroup, TreeParams, tree_rollouts, tree_rollouts_by_rounds_from,
+};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchConfig {
@@ -120,12 +122,17 @@ pub struct TreeBenchReport {
     pub n: usize,
     pub max_new_tokens: usize,
     pub tree: TreeParams,
-    /// `n` independent samples per prompt (`Engine::generate`, `top_logprobs` as given).
+    /// `n` independent samples per prompt: one `Engine::generate` call with `n = tree.n` (each
+    /// prompt prefilled once, `top_logprobs` as given).
     pub flat: BenchArm,
     /// `tree_rollouts` (top-20 candidates recorded and scored with the semantic metric).
     pub tree_arm: BenchArm,
+    /// `tree_rollouts_by_rounds_from` (the same trees, one batched call per round), when asked.
+    pub by_rounds: Option<BenchArm>,
     /// Responses of the tree that branched (the rest sampled from the root).
     pub branches: usize,
+    /// Mean branch position k of those.
+    pub mean_branch_pos: f64,
 }
 
 /// Work and wall time of one arm of [`bench_tree`].
@@ -133,23 +140,64 @@ pub struct TreeBenchReport {
 pub struct BenchArm {
     /// Wall time of the request.
     pub seconds: f64,
-    /// Tokens actually sampled (`EngineStats::sampled_tokens`): copied prefixes excluded.
+    /// Tokens actually sampled, i.e. decoded (`EngineStats::sampled_tokens`): copied prefixes
+    /// excluded.
     pub sampled_tokens: usize,
     /// Response tokens in the result, copied prefixes included.
     pub response_tokens: usize,
     pub prefill_tokens: usize,
     pub decode_steps: usize,
     pub decode_rows: usize,
+    /// Rows joining a running batch (`EngineStats::joins`).
+    pub joins: usize,
+}
+
+impl TreeBenchReport {
+    /// A few lines for humans: tokens decoded and wall time per arm, relative to the flat arm.
+    pub fn summary(&self) -> String {
+        let line = |name: &str, a: &BenchArm| {
+            format!(
+                "{name:<10} decoded {:>6} tokens ({:+.0}%), response tokens {:>6}, {:>5} steps, {:>6} row-steps, {:>8.3} s ({:+.0}%)",
+                a.sampled_tokens,
+                100.0 * (a.sampled_tokens as f64 / self.flat.sampled_tokens as f64 - 1.0),
+                a.response_tokens,
+                a.decode_steps,
+                a.decode_rows,
+                a.seconds,
+                100.0 * (a.seconds / self.flat.seconds - 1.0),
+            )
+        };
+        let mut s = format!(
+            "{} prompts x n = {}, max_new_tokens {}, epsilon {}, {:?}: {} branches (mean k {:.1})\n",
+            self.prompts,
+            self.n,
+            self.max_new_tokens,
+            self.tree.epsilon,
+            self.tree.metric,
+            self.branches,
+            self.mean_branch_pos
+        );
+        s += &line("flat", &self.flat);
+        s += "\n";
+        s += &line("tree", &self.tree_arm);
+        if let Some(b) = &self.by_rounds {
+            s += "\n";
+            s += &line("by rounds", b);
+        }
+        s
+    }
 }
 
 /// Times `tree.n` independent samples per prompt against a tree of `tree.n` responses per prompt
-/// on the same prompts, sampling parameters and response budget (after one small warm-up of each).
+/// on the same prompts, sampling parameters and response budget (after one small warm-up of
+/// each); with `by_rounds`, also the round-by-round schedule of the same trees.
 pub fn bench_tree(
     engine: &Engine<'_>,
     embeddings: &TokenEmbeddings,
     prompts: &[Vec<u32>],
     params: &SamplingParams,
     tree: &TreeParams,
+    by_rounds: bool,
 ) -> Result<TreeBenchReport> {
     let flat_params = SamplingParams {
         n: tree.n,
@@ -175,6 +223,7 @@ pub fn bench_tree(
             prefill_tokens: s.prefill_tokens,
             decode_steps: s.decode_steps,
             decode_rows: s.decode_rows,
+            joins: s.joins,
         })
     };
     let flat = arm(&|| {
@@ -185,22 +234,34 @@ pub fn bench_tree(
             .map(|r| r.response_ids.len())
             .sum())
     })?;
-    let branches = std::cell::Cell::new(0);
-    let tree_arm = arm(&|| {
-        let groups = tree_rollouts(engine, prompts, params, tree, embeddings)?;
-        branches.set(
-            groups
-                .iter()
-                .flat_map(|g| &g.links)
-                .filter(|l| l.parent.is_some())
-                .count(),
-        );
-        Ok(groups
+    let links = std::cell::RefCell::new(Vec::new());
+    let tokens = |groups: &[TreeGroup]| -> usize {
+        groups
             .iter()
             .flat_map(|g| &g.rollouts)
             .map(|r| r.response_ids.len())
-            .sum())
+            .sum()
+    };
+    let tree_arm = arm(&|| {
+        let groups = tree_rollouts(engine, prompts, params, tree, embeddings)?;
+        *links.borrow_mut() = groups.iter().flat_map(|g| g.links.clone()).collect();
+        Ok(tokens(&groups))
     })?;
+    let by_rounds = if by_rounds {
+        Some(arm(&|| {
+            let groups =
+                tree_rollouts_by_rounds_from(engine, 0, prompts, params, tree, embeddings)?;
+            Ok(tokens(&groups))
+        })?)
+    } else {
+        None
+    };
+    let links = links.into_inner();
+    let branch_pos: Vec<usize> = links
+        .iter()
+        .filter(|l| l.parent.is_some())
+        .map(|l| l.branch_pos)
+        .collect();
     Ok(TreeBenchReport {
         prompts: prompts.len(),
         n: tree.n,
@@ -208,6 +269,8 @@ pub fn bench_tree(
         tree: tree.clone(),
         flat,
         tree_arm,
-        branches: branches.get(),
+        by_rounds,
+        branches: branch_pos.len(),
+        mean_branch_pos: branch_pos.iter().sum::<usize>() as f64 / branch_pos.len().max(1) as f64,
     })
 }

@@ -13,8 +13,16 @@
 //!    batch (the cache is compacted) as soon as carrying them would cost more than the copy, so
 //!    the cost follows the live rows.
 //!
-//! [`Engine::fork`] continues a rollout from response position k: with the parent's KV retained
-//! (`SamplingParams::retain_kv`) no prompt token runs again.
+//! 5. Rows can also *join* a running batch: a row waiting with the KV of everything before its
+//!    next input token (a fork's parent cut at k, a prompt prefilled without its last token)
+//!    joins when the budget allows; the cache is rebuilt with `KvCache::gather` (live rows and
+//!    the new prefixes, right-aligned) and the new rows' pending tokens run in the same forward
+//!    call as the live rows' last tokens.
+//!
+//! [`Engine::fork`] continues rollouts from response position k: with the parents' KV retained
+//! (`SamplingParams::retain_kv`) no prompt token runs again, and the children of every request,
+//! whatever their parents, decode in one batch. Tree rollouts (`crate::tree`) run a whole request
+//! as one such batch, adding each branch as soon as its branch point is known.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -106,8 +114,72 @@ impl Rollout {
 /// prompt and every response token but the last).
 #[derive(Debug)]
 struct RetainedKv {
-    cache: KvCache,
+    cache: Arc<KvCache>,
     real: usize,
+}
+
+/// A prefix of one cache row: slots `..slots` of row `row`.
+#[derive(Debug, Clone)]
+pub(crate) struct KvRef {
+    cache: Arc<KvCache>,
+    row: usize,
+    slots: usize,
+}
+
+/// A row waiting to join a decode batch: the KV of everything before its next input token
+/// (`None`: nothing), and that token.
+pub(crate) struct Pending {
+    row: Row,
+    kv: Option<KvRef>,
+    feed: u32,
+    /// Rows join lowest first (ties: in the order given).
+    priority: usize,
+}
+
+impl Pending {
+    /// Whether the finished row keeps its KV (`Rollout::has_kv`) for later forks.
+    pub(crate) fn retain(mut self, retain: bool) -> Self {
+        self.row.retain = retain;
+        self
+    }
+
+    pub(crate) fn with_priority(mut self, priority: usize) -> Self {
+        self.priority = priority;
+        self
+    }
+}
+
+/// A finished row with its KV when retained.
+type Finished = (Row, Option<Arc<RetainedKv>>);
+
+/// The slots of row `row` of `cache` up to and including its `real`-th real token (0: none).
+fn slots_holding(cache: &KvCache, row: usize, real: usize) -> usize {
+    if real == 0 {
+        return 0;
+    }
+    let mut seen = 0;
+    for s in 0..cache.len() {
+        if cache.is_valid(row, s) {
+            seen += 1;
+            if seen == real {
+                return s + 1;
+            }
+        }
+    }
+    cache.len()
+}
+
+/// What the KV of a fork of `parent` at `at` must hold: prompt + response[..at - 1] (the token
+/// after it is fed to get the logits of position `at`).
+fn fork_prefix(parent: &Rollout, at: usize) -> Vec<u32> {
+    let mut seq: Vec<u32> = parent
+        .prompt_ids
+        .iter()
+        .chain(&parent.response_ids[..at])
+        .copied()
+        .collect();
+    seq.pop();
+    seq
 }
 
 /// The n rollouts of one prompt, in sample order.
@@ -151,6 +223,9 @@ pub struct EngineStats {
     pub sampled_tokens: usize,
     /// Cache compactions (finished rows leaving a batch).
     pub compactions: usize,
+    /// Times rows joined a running batch (forks and tree rows: the cache rebuilt with
+    /// `KvCache::gather`).
+    pub joins: usize,
 }
 
 /// The rollout engine over a policy network (see the module docs).
@@ -170,7 +245,6 @@ pub struct Engine<'a> {
 
 /// Internal state of one row being decoded.
 struct Row {
-    id: usize,
     /// Index of the row's prompt in the request (its group in the output of a generate call).
     group: usize,
     prompt_index: usize,
@@ -186,6 +260,8 @@ struct Row {
     finish: Option<FinishReason>,
     text: Option<String>,
     fork: Option<ForkOrigin>,
+    /// Keep the KV cache row when the row finishes.
+    retain: bool,
 }
 
 impl<'a> Engine<'a> {
@@ -333,7 +409,7 @@ impl<'a> Engine<'a> {
         // Longest first: waves pad little, and the longest prompt bounds each wave.
         let mut order: Vec<usize> = (0..prompts.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(prompts[i].len()));
-        let mut finished: Vec<(Row, Option<Arc<RetainedKv>>)> = Vec::new();
+        let mut finished: Vec<Finished> = Vec::new();
         let mut start = 0;
         while start < order.len() {
             let longest = prompts[order[start]].len();
@@ -381,7 +457,18 @@ impl<'a> Engine<'a> {
                     })
                     .collect();
                 let rows = chunk.into_iter().map(|(_, r)| r).collect();
-                finished.extend(self.decode(cache, rows, logits, params, on_token)?);
+                self.decode(
+                    cache,
+                    rows,
+                    logits,
+                    Vec::new(),
+                    params,
+                    on_token,
+                    &mut |done| {
+                        finished.extend(done);
+                        Ok(Vec::new())
+                    },
+                )?;
             }
         }
         let mut groups: Vec<RolloutGroup> = prompts
@@ -409,16 +496,16 @@ impl<'a> Engine<'a> {
     /// children keep the parent's first `at` response tokens (ids, log-probs, entropies,
     /// candidates) exactly and draw the rest. With the parent's KV retained
     /// (`SamplingParams::retain_kv` when it was generated) no prompt or prefix token runs again;
-    /// otherwise prompt + prefix are prefilled once per request. `max_new_tokens` counts tokens
-    /// after `at`. The children of one request decode as one batch; requests run one after the
-    /// other (rows of different parents' caches cannot share a batch with kiln-model's cache API).
+    /// otherwise the prefixes of such requests are prefilled together, once per request.
+    /// `max_new_tokens` counts tokens after `at`. The children of every request decode together
+    /// in one lock-step batch (the parents' KV prefixes, of different lengths, gathered into one
+    /// cache with `KvCache::gather`), within `max_batch_tokens`; output in request order.
     pub fn fork(
         &self,
         requests: &[ForkRequest<'_>],
         params: &SamplingParams,
     ) -> Result<Vec<Rollout>> {
         self.check_params(params)?;
-        let mut out = Vec::new();
         for (index, req) in requests.iter().enumerate() {
             let parent = req.parent;
             let bad = |message: String| RolloutError::Fork { index, message };
@@ -429,91 +516,236 @@ impl<'a> Engine<'a> {
                     parent.response_ids.len()
                 )));
             }
-            if req.n == 0 {
-                continue;
-            }
             let plen = parent.prompt_ids.len();
-            if plen + req.at >= self.max_context {
+            if req.n > 0 && plen + req.at >= self.max_context {
                 return Err(bad(format!(
                     "prompt ({plen}) + prefix ({}) leave no room in the context of {}",
                     req.at, self.max_context
                 )));
             }
-            // The cache must hold prompt + response[..at-1]; response[at-1] (or the prompt's
-            // last token) is fed to get the logits of position `at`.
-            let full: Vec<u32> = parent
-                .prompt_ids
-                .iter()
-                .chain(&parent.response_ids[..req.at])
-                .copied()
-                .collect();
-            let keep = full.len() - 1;
-            let (cache, logits) = match &parent.kv {
-                Some(kv) if kv.real >= keep => {
-                    let pads = kv.cache.len() - kv.real;
-                    let mut cache = if keep == 0 {
-                        self.net.new_cache(1)
-                    } else {
-                        let mut c = kv.cache.select_rows(&[0]);
-                        c.truncate(pads + keep);
-                        c
-                    };
-                    let step = TokenBatch::new(&[vec![full[keep]]])?;
-                    let logits = self.net.forward_cached(&self.rope, &step, &mut cache);
-                    self.count(|s| {
-                        if keep == 0 {
-                            s.prefill_calls += 1;
-                            s.prefill_tokens += 1;
-                        } else {
-                            s.decode_steps += 1;
-                            s.decode_rows += 1;
-                        }
-                    });
-                    (cache, self.read_logits(logits)?)
-                }
-                _ => self.prefill(&[full])?,
+        }
+        // Parents without a retained KV: their prefixes prefilled together.
+        let bare: Vec<usize> = (0..requests.len())
+            .filter(|&i| {
+                requests[i].n > 0
+                    && self
+                        .retained_prefix(requests[i].parent, requests[i].at)
+                        .is_none()
+            })
+            .collect();
+        let seqs: Vec<Vec<u32>> = bare
+            .iter()
+            .map(|&i| fork_prefix(requests[i].parent, requests[i].at))
+            .collect();
+        let mut prefilled: HashMap<usize, Option<KvRef>> = bare
+            .into_iter()
+            .zip(self.prefill_prefixes(&seqs)?)
+            .collect();
+        let mut pending = Vec::new();
+        for (index, req) in requests.iter().enumerate() {
+            let kv = match prefilled.remove(&index) {
+                Some(kv) => kv,
+                None => self.retained_prefix(req.parent, req.at),
             };
-            let shared = Arc::new(parent.prompt_ids.clone());
-            let rows: Vec<Row> = (0..req.n)
-                .map(|c| {
-                    let mut row = self.new_row(
-                        parent.prompt_index,
-                        req.first_sample_index + c,
-                        shared.clone(),
-                        params,
-                        Some(ForkOrigin {
-                            parent_sample: parent.sample_index,
-                            at: req.at,
-                        }),
-                    );
-                    row.response = parent.response_ids[..req.at].to_vec();
-                    row.logprobs = parent.logprobs[..req.at].to_vec();
-                    row.entropies = parent.entropies[..req.at].to_vec();
-                    row.top = match &parent.top_logprobs {
-                        Some(t) => t[..req.at].to_vec(),
-                        None => vec![Vec::new(); req.at],
-                    };
-                    row.cap = (req.at + params.max_new_tokens).min(self.max_context - plen);
-                    row
-                })
-                .collect();
-            let per_batch = (self.max_batch_tokens / (cache.len() + params.max_new_tokens)).max(1);
-            let mut rows = rows.into_iter().peekable();
-            while rows.peek().is_some() {
-                let chunk: Vec<Row> = rows.by_ref().take(per_batch).collect();
-                let batch_cache = cache.select_rows(&vec![0; chunk.len()]);
-                let batch_logits = logits.repeat(chunk.len());
-                for (row, kv) in
-                    self.decode(batch_cache, chunk, batch_logits, params, &mut |_| {})?
-                {
-                    out.push(self.finish_rollout(row, kv, params));
+            for c in 0..req.n {
+                let mut p = self.fork_pending(
+                    req.parent,
+                    req.at,
+                    kv.clone(),
+                    req.first_sample_index + c,
+                    params.max_new_tokens,
+                    params,
+                );
+                p.row.group = pending.len();
+                p.priority = pending.len();
+                pending.push(p);
+            }
+        }
+        let mut out: Vec<Option<Rollout>> = vec![None; pending.len()];
+        self.decode(
+            self.net.new_cache(0),
+            Vec::new(),
+            Vec::new(),
+            pending,
+            params,
+            &mut |_| {},
+            &mut |done| {
+                for (row, kv) in done {
+                    let i = row.group;
+                    out[i] = Some(self.finish_rollout(row, kv, params));
                 }
+                Ok(Vec::new())
+            },
+        )?;
+        Ok(out
+            .into_iter()
+            .map(|r| r.expect("every fork row finishes"))
+            .collect())
+    }
+
+    /// Runs `initial` rows (and whatever `sink` adds as rows finish) to completion in one
+    /// lock-step decode batch; `sink` receives every finished rollout as soon as it finishes.
+    pub(crate) fn run(
+        &self,
+        initial: Vec<Pending>,
+        params: &SamplingParams,
+        sink: &mut dyn FnMut(Vec<Rollout>) -> Result<Vec<Pending>>,
+    ) -> Result<()> {
+        self.check_params(params)?;
+        self.decode(
+            self.net.new_cache(0),
+            Vec::new(),
+            Vec::new(),
+            initial,
+            params,
+            &mut |_| {},
+            &mut |done| {
+                let rollouts = done
+                    .into_iter()
+                    .map(|(row, kv)| self.finish_rollout(row, kv, params))
+                    .collect();
+                sink(rollouts)
+            },
+        )
+    }
+
+    /// The prefix of `parent` a fork at `at` continues from (everything before the token fed
+    /// first), when its KV was retained.
+    fn retained_prefix(&self, parent: &Rollout, at: usize) -> Option<KvRef> {
+        let keep = parent.prompt_ids.len() + at - 1;
+        let kv = parent.kv.as_ref().filter(|kv| kv.real >= keep)?;
+        Some(KvRef {
+            slots: slots_holding(&kv.cache, 0, keep),
+            cache: kv.cache.clone(),
+            row: 0,
+        })
+    }
+
+    /// A row that continues `parent` from response position `at` (the parent's first `at` tokens
+    /// copied), numbered `sample_index`, with `max_new_tokens` new tokens at most. `kv` holds
+    /// prompt + response[..at - 1] (`None`: empty, a one-token prompt forked at 0).
+    pub(crate) fn fork_pending(
+        &self,
+        parent: &Rollout,
+        at: usize,
+        kv: Option<KvRef>,
+        sample_index: usize,
+        max_new_tokens: usize,
+        params: &SamplingParams,
+    ) -> Pending {
+        let plen = parent.prompt_ids.len();
+        let mut row = self.new_row(
+            parent.prompt_index,
+            sample_index,
+            Arc::new(parent.prompt_ids.clone()),
+            params,
+            Some(ForkOrigin {
+                parent_sample: parent.sample_index,
+                at,
+            }),
+        );
+        row.response = parent.response_ids[..at].to_vec();
+        row.logprobs = parent.logprobs[..at].to_vec();
+        row.entropies = parent.entropies[..at].to_vec();
+        row.top = match &parent.top_logprobs {
+            Some(t) => t[..at].to_vec(),
+            None => vec![Vec::new(); at],
+        };
+        row.cap = (at + max_new_tokens).min(self.max_context - plen);
+        let feed = if at == 0 {
+            *parent.prompt_ids.last().expect("a rollout has a prompt")
+        } else {
+            parent.response_ids[at - 1]
+        };
+        Pending {
+            row,
+            kv,
+            feed,
+            priority: 0,
+        }
+    }
+
+    /// The prefix [`Engine::fork_pending`] needs for a fork of `parent` at `at`: its retained KV,
+    /// or a prefill of prompt + response[..at - 1].
+    pub(crate) fn fork_prefix_kv(&self, parent: &Rollout, at: usize) -> Result<Option<KvRef>> {
+        match self.retained_prefix(parent, at) {
+            Some(kv) => Ok(Some(kv)),
+            None => Ok(self
+                .prefill_prefixes(&[fork_prefix(parent, at)])?
+                .pop()
+                .flatten()),
+        }
+    }
+
+    /// A row sampled from the prompt (response numbered `sample_index`) whose KV prefix `kv`
+    /// holds every prompt token but the last (from [`Engine::prefill_prefixes`]).
+    pub(crate) fn root_pending(
+        &self,
+        prompt_index: usize,
+        sample_index: usize,
+        prompt: Arc<Vec<u32>>,
+        kv: Option<KvRef>,
+        params: &SamplingParams,
+    ) -> Pending {
+        let feed = *prompt.last().expect("prompts are checked non-empty");
+        Pending {
+            row: self.new_row(prompt_index, sample_index, prompt, params, None),
+            kv,
+            feed,
+            priority: 0,
+        }
+    }
+
+    /// Runs `seqs` through the trunk (no LM head) into KV caches, left-padded, in waves of at
+    /// most `max_batch_tokens` slots; one prefix per sequence (`None` for an empty one).
+    pub(crate) fn prefill_prefixes(&self, seqs: &[Vec<u32>]) -> Result<Vec<Option<KvRef>>> {
+        let mut out: Vec<Option<KvRef>> = vec![None; seqs.len()];
+        let mut order: Vec<usize> = (0..seqs.len()).filter(|&i| !seqs[i].is_empty()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(seqs[i].len()));
+        let mut start = 0;
+        while start < order.len() {
+            let longest = seqs[order[start]].len();
+            let fit = (self.max_batch_tokens / longest).max(1);
+            let end = (start + fit).min(order.len());
+            let wave = &order[start..end];
+            start = end;
+            let p = wave.len();
+            let mut ids = Vec::with_capacity(p * longest);
+            let mut mask = Vec::with_capacity(p * longest);
+            for &i in wave {
+                let pad = longest - seqs[i].len();
+                ids.extend(std::iter::repeat_n(self.pad_id, pad));
+                mask.extend(std::iter::repeat_n(false, pad));
+                ids.extend_from_slice(&seqs[i]);
+                mask.extend(std::iter::repeat_n(true, seqs[i].len()));
+            }
+            let all_real = mask.iter().all(|&m| m);
+            let block = TokenBatch {
+                ids,
+                batch: p,
+                seq: longest,
+                mask: (!all_real).then_some(mask),
+                positions: None,
+            };
+            let mut cache = self.net.new_cache(p);
+            let _ = self.trunk.forward_cached(&self.rope, &block, &mut cache);
+            self.count(|s| {
+                s.prefill_calls += 1;
+                s.prefill_tokens += wave.iter().map(|&i| seqs[i].len()).sum::<usize>();
+            });
+            let cache = Arc::new(cache);
+            for (j, &i) in wave.iter().enumerate() {
+                out[i] = Some(KvRef {
+                    cache: cache.clone(),
+                    row: j,
+                    slots: longest,
+                });
             }
         }
         Ok(out)
     }
 
-    fn check_params(&self, params: &SamplingParams) -> Result<()> {
+    pub(crate) fn check_params(&self, params: &SamplingParams) -> Result<()> {
         params.validate()?;
         if !params.stop_strings.is_empty() && self.tokenizer.is_none() {
             return Err(RolloutError::Params(
@@ -523,7 +755,7 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    fn check_prompt(&self, index: usize, prompt: &[u32]) -> Result<()> {
+    pub(crate) fn check_prompt(&self, index: usize, prompt: &[u32]) -> Result<()> {
         let bad = |message: String| Err(RolloutError::Prompt { index, message });
         if prompt.is_empty() {
             return bad("the prompt has no tokens".into());
@@ -554,7 +786,6 @@ impl<'a> Engine<'a> {
     ) -> Row {
         let cap = params.max_new_tokens.min(self.max_context - prompt.len());
         Row {
-            id: 0,
             group: 0,
             prompt_index,
             sample_index,
@@ -568,6 +799,7 @@ impl<'a> Engine<'a> {
             finish: None,
             text: None,
             fork,
+            retain: params.retain_kv,
         }
     }
 
@@ -637,33 +869,38 @@ impl<'a> Engine<'a> {
         ids
     }
 
-    /// Lock-step decode of `rows` (cache row i = rows[i]) whose next-token logits are `logits`
-    /// (`[rows, V]`). Returns every row finished, with its retained KV when asked for.
+    /// Lock-step decode. `rows` (cache row i = rows[i]) have their next-token logits in `logits`
+    /// (`[rows, V]`); `waiting` rows join the batch as the budget allows, lowest `priority` first.
+    /// Every row that finishes goes to `sink` at once (with its KV when it is retained), and the
+    /// rows `sink` returns wait to join. Joining rebuilds the cache with `KvCache::gather` (live
+    /// rows, then the new rows' prefixes) and feeds each new row its pending token in the same
+    /// forward call as the live rows' last tokens.
+    #[allow(clippy::too_many_arguments)]
     fn decode(
         &self,
         mut cache: KvCache,
-        mut rows: Vec<Row>,
+        rows: Vec<Row>,
         mut logits: Vec<f32>,
+        mut waiting: Vec<Pending>,
         params: &SamplingParams,
         on_token: &mut dyn FnMut(TokenEvent),
-    ) -> Result<Vec<(Row, Option<Arc<RetainedKv>>)>> {
+        sink: &mut dyn FnMut(Vec<Finished>) -> Result<Vec<Pending>>,
+    ) -> Result<()> {
         let vocab = self.vocab;
         let stop_ids = self.stop_ids(params);
         let tokenizer = self.tokenizer;
-        for (i, r) in rows.iter_mut().enumerate() {
-            r.id = i;
-        }
-        let mut retained: HashMap<usize, Arc<RetainedKv>> = HashMap::new();
-        let mut done = Vec::with_capacity(rows.len());
+        // `None`: a finished row already handed to `sink` whose cache row is not compacted away.
+        let mut rows: Vec<Option<Row>> = rows.into_iter().map(Some).collect();
+        waiting.sort_by_key(|p| p.priority);
         loop {
             // Sample every live row (rows are independent: each has its own stream).
             let newly: Vec<bool> = rows
                 .par_iter_mut()
                 .zip(logits.par_chunks(vocab))
-                .map(|(row, z)| {
-                    if row.finish.is_some() {
+                .map(|(slot, z)| {
+                    let Some(row) = slot else {
                         return false;
-                    }
+                    };
                     let Draw {
                         token,
                         logprob,
@@ -688,71 +925,96 @@ impl<'a> Engine<'a> {
                     row.finish.is_some()
                 })
                 .collect();
-            for r in rows.iter().filter(|r| r.finish.is_none()) {
-                on_token(TokenEvent {
-                    prompt_index: r.prompt_index,
-                    sample_index: r.sample_index,
-                    token: *r.response.last().unwrap(),
-                });
+            let event = |r: &Row| TokenEvent {
+                prompt_index: r.prompt_index,
+                sample_index: r.sample_index,
+                token: *r.response.last().unwrap(),
+            };
+            for r in rows.iter().flatten().filter(|r| r.finish.is_none()) {
+                on_token(event(r));
             }
-            for (i, (r, &n)) in rows.iter().zip(&newly).enumerate() {
+            let mut done = Vec::new();
+            for (i, &n) in newly.iter().enumerate() {
                 if n {
-                    on_token(TokenEvent {
-                        prompt_index: r.prompt_index,
-                        sample_index: r.sample_index,
-                        token: *r.response.last().unwrap(),
+                    let r = rows[i].take().expect("a newly finished row is live");
+                    on_token(event(&r));
+                    // The cache holds prompt + response[..len-1] for this row right now.
+                    let kv = r.retain.then(|| {
+                        Arc::new(RetainedKv {
+                            cache: Arc::new(cache.select_rows(&[i])),
+                            real: r.prompt.len() + r.response.len() - 1,
+                        })
                     });
-                    if params.retain_kv {
-                        // The cache holds prompt + response[..len-1] for this row right now.
-                        let real = r.prompt.len() + r.response.len() - 1;
-                        let one = cache.select_rows(&[i]);
-                        retained.insert(r.id, Arc::new(RetainedKv { cache: one, real }));
-                    }
+                    done.push((r, kv));
                 }
             }
-            let live = rows.iter().filter(|r| r.finish.is_none()).count();
-            let sampled = live + newly.iter().filter(|&&n| n).count();
+            let live = rows.iter().flatten().count();
+            let sampled = live + done.len();
             self.count(|s| s.sampled_tokens += sampled);
-            if live == 0 {
-                for r in rows {
-                    let kv = retained.remove(&r.id);
-                    done.push((r, kv));
+            if !done.is_empty() {
+                let more = sink(done)?;
+                if !more.is_empty() {
+                    waiting.extend(more);
+                    waiting.sort_by_key(|p| p.priority);
                 }
-                return Ok(done);
             }
-            // Compact when carrying the finished rows for the remaining steps would cost more
-            // than copying the cache once.
-            let dead = rows.len() - live;
-            let remaining = rows
-                .iter()
-                .filter(|r| r.finish.is_none())
-                .map(|r| r.cap - r.response.len())
-                .max()
-                .unwrap_or(0);
-            if dead > 0 && dead * remaining >= rows.len() {
-                let keep: Vec<usize> = (0..rows.len())
-                    .filter(|&i| rows[i].finish.is_none())
+            let admit = self.admissible(rows.iter().flatten(), cache.len(), &waiting);
+            if live == 0 && admit == 0 {
+                debug_assert!(waiting.is_empty());
+                return Ok(());
+            }
+            let ids: Vec<u32>;
+            if admit > 0 {
+                // New rows join: one cache of the live rows and the new rows' prefixes.
+                let joining: Vec<Pending> = waiting.drain(..admit).collect();
+                let empty = self.net.new_cache(1);
+                let keep: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].is_some()).collect();
+                let mut parts: Vec<(&KvCache, usize, usize)> =
+                    keep.iter().map(|&i| (&cache, i, cache.len())).collect();
+                parts.extend(joining.iter().map(|p| match &p.kv {
+                    Some(kv) => (kv.cache.as_ref(), kv.row, kv.slots),
+                    None => (&empty, 0, 0),
+                }));
+                let gathered = KvCache::gather(&parts);
+                drop(parts);
+                cache = gathered;
+                let mut next: Vec<Option<Row>> = rows.into_iter().filter(Option::is_some).collect();
+                let mut feed: Vec<u32> = next
+                    .iter()
+                    .flatten()
+                    .map(|r| *r.response.last().unwrap())
                     .collect();
-                cache = cache.select_rows(&keep);
-                let (kept, gone): (Vec<Row>, Vec<Row>) =
-                    rows.into_iter().partition(|r| r.finish.is_none());
-                for r in gone {
-                    let kv = retained.remove(&r.id);
-                    done.push((r, kv));
+                for p in joining {
+                    feed.push(p.feed);
+                    next.push(Some(p.row));
                 }
-                rows = kept;
-                self.count(|s| s.compactions += 1);
+                rows = next;
+                ids = feed;
+                self.count(|s| s.joins += 1);
+            } else {
+                // Compact when carrying the finished rows for the remaining steps would cost
+                // more than copying the cache once.
+                let dead = rows.len() - live;
+                let remaining = rows
+                    .iter()
+                    .flatten()
+                    .map(|r| r.cap - r.response.len())
+                    .max()
+                    .unwrap_or(0);
+                if dead > 0 && dead * remaining >= rows.len() {
+                    let keep: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].is_some()).collect();
+                    cache = cache.select_rows(&keep);
+                    rows.retain(Option::is_some);
+                    self.count(|s| s.compactions += 1);
+                }
+                ids = rows
+                    .iter()
+                    .map(|r| match r {
+                        Some(r) => *r.response.last().unwrap(),
+                        None => self.pad_id,
+                    })
+                    .collect();
             }
-            let ids: Vec<u32> = rows
-                .iter()
-                .map(|r| {
-                    if r.finish.is_none() {
-                        *r.response.last().unwrap()
-                    } else {
-                        self.pad_id
-                    }
-                })
-                .collect();
             let step = TokenBatch {
                 ids,
                 batch: rows.len(),
@@ -767,6 +1029,33 @@ impl<'a> Engine<'a> {
                 s.decode_rows += rows.len();
             });
         }
+    }
+
+    /// How many of `waiting` (in order) can join a batch of `live` rows whose cache has
+    /// `slots` slots: rows x (widest prefix + longest remaining budget) stays within
+    /// `max_batch_tokens`, and an empty batch always takes one.
+    fn admissible<'r>(
+        &self,
+        live: impl Iterator<Item = &'r Row>,
+        slots: usize,
+        waiting: &[Pending],
+    ) -> usize {
+        let (mut count, mut rest) = (0usize, 0usize);
+        for r in live {
+            count += 1;
+            rest = rest.max(r.cap - r.response.len());
+        }
+        let mut width = if count > 0 { slots } else { 0 };
+        let mut n = 0;
+        for p in waiting {
+            let w = width.max(p.row.prompt.len() + p.row.response.len());
+            let r = rest.max(p.row.cap - p.row.response.len());
+            if count > 0 && (count + 1) * (w + r) > self.max_batch_tokens {
+                break;
+            }
+            (count, width, rest, n) = (count + 1, w, r, n + 1);
+        }
+        n
     }
 
     fn finish_rollout(

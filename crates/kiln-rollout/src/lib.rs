@@ -32,5 +32,5 @@ pub use error::{Result, RolloutError};
 pub use params::{MAX_TOP_LOGPROBS, SamplingParams};
 pub use tree::{
     BranchMetric, PositionStats, TokenEmbeddings, TreeGroup, TreeLink, TreeParams, branch_scores,
-    position_stats, tree_rollouts, tree_rollouts_from,
+    position_stats, tree_rollouts, tree_rollouts_by_rounds_from, tree_rollouts_from,
 };

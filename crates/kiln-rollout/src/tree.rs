@@ -5,7 +5,7 @@
 //! *branch*: the position with the highest branch score over every position of every response
 //! already in the group is chosen, the new response copies that response's first `k` tokens and
 //! samples the rest (the token at `k` is drawn anew), continuing from the parent's retained KV
-//! cache ([`Engine::fork`]), so neither the prompt nor the prefix runs again.
+//! cache cut at k, so neither the prompt nor the prefix runs again.
 //!
 //! The branch score of position t comes from the top-20 candidates the engine recorded there
 //! (`SamplingParams::top_logprobs`), so scoring needs no forward pass: with `p_i = exp(logprob_i)`
@@ -19,20 +19,27 @@
 //! what `kiln_optim::tree::TreeLink` takes, so the trainer maps one onto the other directly and
 //! hands them to `rose_token_advantages`.
 //!
+//! Schedule: [`tree_rollouts_from`] runs the whole request as one engine decode batch. The
+//! root-or-branch decision of a round does not depend on the responses, so it is drawn up front:
+//! every root response of every round and prompt starts at once from the prompt's KV (prefilled
+//! once), and a branch round starts, joining the running batch, as soon as the earlier responses
+//! of its group have finished. [`tree_rollouts_by_rounds_from`] grows the same trees round by
+//! round (one batched engine call per round), as the spec describes them.
+//!
 //! Determinism: response r of prompt p (r = the round) draws its tokens from the engine stream
 //! keyed by (seed, p, r), root or branch alike, and the round's root-or-branch decision (and the
 //! Random metric's position) from a separate stream keyed by the same triple. Nothing depends on
-//! which other prompts share the call; [`tree_rollouts_from`] numbers prompts from an offset so a
-//! long prompt list can be handed over in chunks.
+//! which other prompts share the call or on the schedule; [`tree_rollouts_from`] numbers prompts
+//! from an offset so a long prompt list can be handed over in chunks.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use kiln_model::CausalLm;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Engine, ForkRequest, Rollout};
+use crate::engine::{Engine, KvRef, Pending, Rollout};
 use crate::error::{Result, RolloutError};
 use crate::params::{MAX_TOP_LOGPROBS, SamplingParams};
 
@@ -288,40 +295,40 @@ fn decision_rng(seed: u64, prompt: usize, round: usize) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(key)
 }
 
-/// What a round adds to a group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Choice {
-    Root,
-    Branch { parent: usize, at: usize },
+/// Whether round `round` of prompt `prompt` samples from the root, and its decision stream
+/// after that draw (the Random metric draws its position from it next). Round 0 is always a
+/// root and draws nothing.
+fn coin(seed: u64, prompt: usize, round: usize, epsilon: f64) -> (bool, ChaCha8Rng) {
+    let mut rng = decision_rng(seed, prompt, round);
+    // `random::<f64>()` is in [0, 1): epsilon = 1 always takes the root, 0 never does.
+    let root = round == 0 || rng.random::<f64>() < epsilon;
+    (root, rng)
 }
 
-/// The round's choice for `group`. A position `t` is a valid branch point when forking there
-/// leaves room for at least one new token: `t < max_new_tokens` (a branch keeps the response
-/// budget) and prompt + `t` inside the context. Every recorded position passes both today (the
-/// engine caps responses at both limits); the check keeps the fork call from ever failing.
-fn choose(
-    group: &TreeGroup,
-    round: usize,
-    seed: u64,
-    tree: &TreeParams,
+/// The best branch point over `scores` (every position of the earlier responses of a group):
+/// `(response, position)`. A position `t` is a valid branch point when forking there leaves
+/// room for at least one new token: `t < max_new_tokens` (a branch keeps the response budget)
+/// and prompt + `t` inside the context. Every recorded position passes both today (the engine
+/// caps responses at both limits); the check keeps the fork from ever failing. `None` when no
+/// position is valid (cannot happen with responses of >= 1 token: the round samples from the
+/// root then).
+fn branch_point(
+    scores: &[Vec<f32>],
+    prompt_len: usize,
+    metric: BranchMetric,
+    rng: &mut ChaCha8Rng,
     max_new_tokens: usize,
     max_context: usize,
-) -> Choice {
-    let mut rng = decision_rng(seed, group.prompt_index, round);
-    // `random::<f64>()` is in [0, 1): epsilon = 1 always takes the root, 0 never does.
-    if rng.random::<f64>() < tree.epsilon {
-        return Choice::Root;
-    }
-    let plen = group.prompt_ids.len();
-    let forkable = |t: usize| t < max_new_tokens && plen + t < max_context;
+) -> Option<(usize, usize)> {
+    let forkable = |t: usize| t < max_new_tokens && prompt_len + t < max_context;
     // Candidates in (response, position) order, so the first maximum is the earliest.
-    let positions = group.scores.iter().enumerate().flat_map(|(b, s)| {
+    let positions = scores.iter().enumerate().flat_map(|(b, s)| {
         s.iter()
             .enumerate()
             .filter(move |&(t, _)| forkable(t))
             .map(move |(t, &v)| (b, t, v))
     });
-    let pick = match tree.metric {
+    let pick = match metric {
         BranchMetric::Random => {
             let total = positions.clone().count();
             if total == 0 {
@@ -330,21 +337,59 @@ fn choose(
                 positions.clone().nth(rng.random_range(0..total))
             }
         }
-        _ => positions.fold(None, |best: Option<(usize, usize, f32)>, cur| {
-            // Only a strictly greater score replaces the best: ties keep the earliest response,
-            // then the earliest position. NaN scores never win.
-            match best {
-                Some(b) if cur.2 > b.2 => Some(cur),
-                None if !cur.2.is_nan() => Some(cur),
-                _ => best,
-            }
-        }),
+        _ => positions.fold(None, first_max),
     };
-    match pick {
-        Some((parent, at, _)) => Choice::Branch { parent, at },
-        // No position to branch at (cannot happen with responses of >= 1 token): sample fresh.
-        None => Choice::Root,
+    pick.map(|(b, t, _)| (b, t))
+}
+
+/// Folds candidates `(response, position, score)` to the first maximum: only a strictly greater
+/// score replaces the best (ties keep the earliest); NaN scores never win.
+fn first_max(
+    best: Option<(usize, usize, f32)>,
+    cur: (usize, usize, f32),
+) -> Option<(usize, usize, f32)> {
+    match best {
+        Some(b) if cur.2 > b.2 => Some(cur),
+        None if !cur.2.is_nan() => Some(cur),
+        _ => best,
     }
+}
+
+/// The checks and request parameters shared by both schedules; `None`: no prompts.
+fn prepare(
+    engine: &Engine<'_>,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    tree: &TreeParams,
+    embeddings: &TokenEmbeddings,
+) -> Result<Option<SamplingParams>> {
+    tree.validate()?;
+    let mut base = SamplingParams {
+        n: 1,
+        retain_kv: false,
+        ..params.clone()
+    };
+    if tree.metric == BranchMetric::SemanticEntropy && base.top_logprobs == 0 {
+        base.top_logprobs = MAX_TOP_LOGPROBS;
+    }
+    engine.check_params(&base)?;
+    if tree.metric == BranchMetric::SemanticEntropy && embeddings.vocab() < engine.vocab() {
+        return Err(RolloutError::Tree(format!(
+            "the token embeddings have {} rows, fewer than the policy's vocabulary of {}",
+            embeddings.vocab(),
+            engine.vocab()
+        )));
+    }
+    for (i, p) in prompts.iter().enumerate() {
+        engine.check_prompt(i, p)?;
+    }
+    Ok((!prompts.is_empty()).then_some(base))
+}
+
+/// The KV prefixes of `prompts` (every token but the last), prefilled once.
+fn prompt_prefixes(engine: &Engine<'_>, prompts: &[&[u32]]) -> Result<Vec<Option<KvRef>>> {
+    let heads: Vec<Vec<u32>> = prompts.iter().map(|p| p[..p.len() - 1].to_vec()).collect();
+    engine.prefill_prefixes(&heads)
 }
 
 /// [`tree_rollouts_from`] for prompts numbered from 0.
@@ -362,16 +407,28 @@ pub fn tree_rollouts(
 /// `first_prompt_index + i`); see the module docs for the algorithm and the random streams.
 ///
 /// `params` is used as given except: `n` is ignored (one response per group per round);
-/// `retain_kv` is set while a later round may branch from the response (KV caches are dropped
-/// from the result); with [`BranchMetric::SemanticEntropy`] and `top_logprobs == 0` the engine
-/// records the spec's top-20 candidates (a value in 1..=19 is kept: fewer candidates, as asked).
-/// A branch keeps the response budget: it samples at most `max_new_tokens - k` new tokens, so
-/// every response has at most `max_new_tokens` tokens.
+/// `retain_kv` is managed here (KV caches are dropped from the result); with
+/// [`BranchMetric::SemanticEntropy`] and `top_logprobs == 0` the engine records the spec's
+/// top-20 candidates (a value in 1..=19 is kept: fewer candidates, as asked). A branch keeps the
+/// response budget: it samples at most `max_new_tokens - k` new tokens, so every response has at
+/// most `max_new_tokens` tokens.
 ///
-/// Each round makes one [`Engine::generate_indexed`] call for the groups that sample from the
-/// root (batched across prompts) and one [`Engine::fork`] call per distinct branch position
-/// (the new-token budget differs per position). The engine runs the requests of a fork call one
-/// after another, so branches of different prompts do not share a decode batch yet.
+/// Schedule: the whole request is ONE engine decode batch (`Engine::run`). Each prompt's
+/// prefix is prefilled once. Whether a round samples from the root is decided before anything
+/// is sampled (its decision stream's first draw does not depend on the responses), so every
+/// root response of every round starts at once, from the prompt's KV. A branch round r starts
+/// the moment responses 0..r-1 of its group have all finished (its branch point needs their
+/// scores), from its parent's retained KV cut at k, joining the running batch; finished rows
+/// leave it. The result is the same as growing the trees round by round
+/// ([`tree_rollouts_by_rounds_from`]): response r draws from the stream (seed, p, r) and sees
+/// the same responses 0..r-1, whatever runs beside it.
+///
+/// Memory: at most `max_batch_tokens / (longest prompt + max_new_tokens)` groups are grown at
+/// once (later prompts start as groups finish); the decode batch stays within
+/// `max_batch_tokens`; a finished response keeps its KV only while a later branch round of its
+/// group could still fork from it (with the argmax metrics: while no other finished response
+/// beats its best score; with [`BranchMetric::Random`]: until its group's last branch round
+/// starts).
 pub fn tree_rollouts_from(
     engine: &Engine<'_>,
     first_prompt_index: usize,
@@ -380,106 +437,364 @@ pub fn tree_rollouts_from(
     tree: &TreeParams,
     embeddings: &TokenEmbeddings,
 ) -> Result<Vec<TreeGroup>> {
-    tree.validate()?;
-    let mut base = SamplingParams {
-        n: 1,
-        ..params.clone()
-    };
-    if tree.metric == BranchMetric::SemanticEntropy && base.top_logprobs == 0 {
-        base.top_logprobs = MAX_TOP_LOGPROBS;
-    }
-    base.validate()?;
-    if tree.metric == BranchMetric::SemanticEntropy && embeddings.vocab() < engine.vocab() {
-        return Err(RolloutError::Tree(format!(
-            "the token embeddings have {} rows, fewer than the policy's vocabulary of {}",
-            embeddings.vocab(),
-            engine.vocab()
-        )));
-    }
-    if prompts.is_empty() {
+    let Some(base) = prepare(engine, prompts, params, tree, embeddings)? else {
         return Ok(Vec::new());
-    }
-    // Only responses a later round may branch from keep their KV (a cache row each).
-    let round_params = |round: usize| SamplingParams {
-        retain_kv: tree.epsilon < 1.0 && round + 1 < tree.n,
-        ..base.clone()
     };
-    let indices: Vec<usize> = (first_prompt_index..first_prompt_index + prompts.len()).collect();
-    let first = engine.generate_indexed(&indices, 0, prompts, &round_params(0), &mut |_| {})?;
-    let mut groups: Vec<TreeGroup> = first
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(1);
+    let max_open = (engine.max_batch_tokens() / (longest + base.max_new_tokens)).max(1);
+    let mut grower = Grower {
+        engine,
+        params: &base,
+        tree,
+        embeddings,
+        first: first_prompt_index,
+        groups: prompts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| GroupState::new(first_prompt_index + i, p, &base, tree))
+            .collect(),
+        opened: 0,
+        open: 0,
+        max_open,
+    };
+    let initial = grower.open_groups()?;
+    engine.run(initial, &base, &mut |done| grower.finished(done))?;
+    grower
+        .groups
         .into_iter()
-        .map(|g| {
-            let scores = g
-                .rollouts
-                .iter()
-                .map(|r| branch_scores(r, embeddings, tree.metric))
-                .collect();
-            TreeGroup {
-                prompt_index: g.prompt_index,
-                prompt_ids: g.prompt_ids,
-                rollouts: g.rollouts,
-                links: vec![TreeLink::ROOT],
-                scores,
+        .map(GroupState::into_tree)
+        .collect()
+}
+
+/// One tree being grown by [`tree_rollouts_from`].
+struct GroupState {
+    prompt_index: usize,
+    prompt: Arc<Vec<u32>>,
+    /// The prompt's KV prefix while a round may still sample from the root.
+    prompt_kv: Option<KvRef>,
+    /// Per round: sampled from the root (decided up front).
+    root: Vec<bool>,
+    /// Per round: its decision stream after the root-or-branch draw.
+    rngs: Vec<ChaCha8Rng>,
+    started: Vec<bool>,
+    rollouts: Vec<Option<Rollout>>,
+    links: Vec<TreeLink>,
+    scores: Vec<Vec<f32>>,
+    /// Per finished response: its best score at a valid branch point (the first maximum).
+    best: Vec<Option<f32>>,
+}
+
+impl GroupState {
+    fn new(prompt_index: usize, prompt: &[u32], base: &SamplingParams, tree: &TreeParams) -> Self {
+        let (root, rngs): (Vec<bool>, Vec<ChaCha8Rng>) = (0..tree.n)
+            .map(|r| coin(base.seed, prompt_index, r, tree.epsilon))
+            .unzip();
+        GroupState {
+            prompt_index,
+            prompt: Arc::new(prompt.to_vec()),
+            prompt_kv: None,
+            root,
+            rngs,
+            started: vec![false; tree.n],
+            rollouts: vec![None; tree.n],
+            links: vec![TreeLink::ROOT; tree.n],
+            scores: vec![Vec::new(); tree.n],
+            best: vec![None; tree.n],
+        }
+    }
+
+    /// Whether a branch round after `round` exists (so response `round` may become a parent).
+    fn branch_after(&self, round: usize) -> bool {
+        self.root[round + 1..].iter().any(|&r| !r)
+    }
+
+    fn into_tree(self) -> Result<TreeGroup> {
+        let rollouts = self
+            .rollouts
+            .into_iter()
+            .map(|r| {
+                let mut r = r.ok_or_else(|| {
+                    RolloutError::Tree("a tree round did not finish (engine bug)".into())
+                })?;
+                r.drop_kv();
+                Ok(r)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(TreeGroup {
+            prompt_index: self.prompt_index,
+            prompt_ids: self.prompt.as_ref().clone(),
+            rollouts,
+            links: self.links,
+            scores: self.scores,
+        })
+    }
+}
+
+/// The scheduler of [`tree_rollouts_from`]: starts rounds as their inputs are ready.
+struct Grower<'r, 'e> {
+    engine: &'r Engine<'e>,
+    params: &'r SamplingParams,
+    tree: &'r TreeParams,
+    embeddings: &'r TokenEmbeddings,
+    first: usize,
+    groups: Vec<GroupState>,
+    /// Groups opened so far (in order) and how many of them are not finished.
+    opened: usize,
+    open: usize,
+    max_open: usize,
+}
+
+impl Grower<'_, '_> {
+    /// Opens groups up to `max_open` unfinished ones: prefills their prompts (one call) and
+    /// returns every root round of each.
+    fn open_groups(&mut self) -> Result<Vec<Pending>> {
+        let take = self
+            .max_open
+            .saturating_sub(self.open)
+            .min(self.groups.len() - self.opened);
+        if take == 0 {
+            return Ok(Vec::new());
+        }
+        let range = self.opened..self.opened + take;
+        self.opened += take;
+        self.open += take;
+        let prompts: Vec<&[u32]> = self.groups[range.clone()]
+            .iter()
+            .map(|g| g.prompt.as_slice())
+            .collect();
+        let kvs = prompt_prefixes(self.engine, &prompts)?;
+        let mut out = Vec::new();
+        for (g, kv) in self.groups[range].iter_mut().zip(kvs) {
+            for r in 0..g.root.len() {
+                if g.root[r] {
+                    g.started[r] = true;
+                    let p = self.engine.root_pending(
+                        g.prompt_index,
+                        r,
+                        g.prompt.clone(),
+                        kv.clone(),
+                        self.params,
+                    );
+                    out.push(p.retain(g.branch_after(r)).with_priority(r));
+                }
             }
+            // Kept for a branch round that finds no branch point (and samples from the root).
+            if g.root.iter().any(|&r| !r) {
+                g.prompt_kv = kv;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records finished responses, starts the branch rounds they unblock, releases KV no later
+    /// round can fork from, and opens new groups as groups finish.
+    fn finished(&mut self, done: Vec<Rollout>) -> Result<Vec<Pending>> {
+        let mut out = Vec::new();
+        for rollout in done {
+            let gi = rollout.prompt_index - self.first;
+            let round = rollout.sample_index;
+            let g = &mut self.groups[gi];
+            let link = g.links[round];
+            // A branch copied its parent's candidates up to k: so are the scores there.
+            let scores = match link.parent {
+                Some(p) => {
+                    let mut s = g.scores[p][..link.branch_pos].to_vec();
+                    s.extend(scores_from(
+                        &rollout,
+                        self.embeddings,
+                        self.tree.metric,
+                        link.branch_pos,
+                    ));
+                    s
+                }
+                None => branch_scores(&rollout, self.embeddings, self.tree.metric),
+            };
+            let plen = g.prompt.len();
+            let forkable =
+                |t: usize| t < self.params.max_new_tokens && plen + t < self.engine.max_context();
+            g.best[round] = scores
+                .iter()
+                .enumerate()
+                .filter(|&(t, _)| forkable(t))
+                .map(|(t, &v)| (round, t, v))
+                .fold(None, first_max)
+                .map(|b| b.2);
+            g.scores[round] = scores;
+            g.rollouts[round] = Some(rollout);
+            if let Some(p) = self.start_branch(gi)? {
+                out.push(p);
+            }
+            self.release(gi);
+            if self.groups[gi].rollouts.iter().all(Option::is_some) {
+                self.open -= 1;
+                out.extend(self.open_groups()?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts the group's next branch round when every earlier response has finished.
+    fn start_branch(&mut self, gi: usize) -> Result<Option<Pending>> {
+        let g = &mut self.groups[gi];
+        let Some(round) = g.started.iter().position(|&s| !s) else {
+            return Ok(None);
+        };
+        if g.rollouts[..round].iter().any(Option::is_none) {
+            return Ok(None);
+        }
+        g.started[round] = true;
+        let last = !g.started.contains(&false);
+        let retain = g.branch_after(round);
+        let point = branch_point(
+            &g.scores[..round],
+            g.prompt.len(),
+            self.tree.metric,
+            &mut g.rngs[round],
+            self.params.max_new_tokens,
+            self.engine.max_context(),
+        );
+        let pending = match point {
+            Some((parent, at)) => {
+                g.links[round] = TreeLink::branch(parent, at);
+                let parent = g.rollouts[parent].as_ref().expect("finished");
+                let kv = self.engine.fork_prefix_kv(parent, at)?;
+                self.engine.fork_pending(
+                    parent,
+                    at,
+                    kv,
+                    round,
+                    self.params.max_new_tokens - at,
+                    self.params,
+                )
+            }
+            None => self.engine.root_pending(
+                g.prompt_index,
+                round,
+                g.prompt.clone(),
+                g.prompt_kv.clone(),
+                self.params,
+            ),
+        };
+        if last {
+            g.prompt_kv = None;
+        }
+        Ok(Some(pending.retain(retain).with_priority(round)))
+    }
+
+    /// Drops the KV of finished responses that no branch round still to start can fork from.
+    /// Response b is a candidate of round r > b only if it holds the first maximum over rounds
+    /// 0..r-1: once a finished earlier response scores at least as high, or a finished later one
+    /// (before r) higher, it never will (scores are final, the set only grows with r).
+    fn release(&mut self, gi: usize) {
+        let g = &mut self.groups[gi];
+        let metric = self.tree.metric;
+        for b in 0..g.rollouts.len() {
+            if !g.rollouts[b].as_ref().is_some_and(Rollout::has_kv) {
+                continue;
+            }
+            let next = (b + 1..g.started.len()).find(|&r| !g.started[r]);
+            let needed = match (next, metric) {
+                (None, _) => false,
+                (Some(_), BranchMetric::Random) => true,
+                (Some(r), _) => match g.best[b] {
+                    None => false,
+                    Some(mine) => !(0..r).any(|a| {
+                        a != b
+                            && g.best[a].is_some_and(|s| if a < b { s >= mine } else { s > mine })
+                    }),
+                },
+            };
+            if !needed && let Some(r) = g.rollouts[b].as_mut() {
+                r.drop_kv();
+            }
+        }
+    }
+}
+
+/// The same trees as [`tree_rollouts_from`], grown round by round as the spec describes them:
+/// each round is one batched engine call across all prompts (its root samples from the prompts'
+/// KV, prefilled once, and its branches from their parents' KV cut at k, decoding together) and
+/// waits for the previous one. Slower than [`tree_rollouts_from`] (round barriers, smaller
+/// batches); kept as its reference (tests) and for the benchmark.
+pub fn tree_rollouts_by_rounds_from(
+    engine: &Engine<'_>,
+    first_prompt_index: usize,
+    prompts: &[Vec<u32>],
+    params: &SamplingParams,
+    tree: &TreeParams,
+    embeddings: &TokenEmbeddings,
+) -> Result<Vec<TreeGroup>> {
+    let Some(base) = prepare(engine, prompts, params, tree, embeddings)? else {
+        return Ok(Vec::new());
+    };
+    let refs: Vec<&[u32]> = prompts.iter().map(Vec::as_slice).collect();
+    let kvs = prompt_prefixes(engine, &refs)?;
+    let shared: Vec<Arc<Vec<u32>>> = prompts.iter().map(|p| Arc::new(p.clone())).collect();
+    let mut groups: Vec<TreeGroup> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| TreeGroup {
+            prompt_index: first_prompt_index + i,
+            prompt_ids: p.clone(),
+            rollouts: Vec::with_capacity(tree.n),
+            links: Vec::with_capacity(tree.n),
+            scores: Vec::with_capacity(tree.n),
         })
         .collect();
-
-    for round in 1..tree.n {
-        let rp = round_params(round);
-        let mut roots: Vec<usize> = Vec::new();
-        // Branch position -> (group, parent) of every fork this round.
-        let mut forks: BTreeMap<usize, Vec<(usize, usize)>> = BTreeMap::new();
+    for round in 0..tree.n {
+        // Only responses a later round may branch from keep their KV.
+        let retain = tree.epsilon < 1.0 && round + 1 < tree.n;
+        let mut pending = Vec::with_capacity(groups.len());
+        let mut links = Vec::with_capacity(groups.len());
         for (gi, g) in groups.iter().enumerate() {
-            match choose(
-                g,
-                round,
-                base.seed,
-                tree,
-                base.max_new_tokens,
-                engine.max_context(),
-            ) {
-                Choice::Root => roots.push(gi),
-                Choice::Branch { parent, at } => forks.entry(at).or_default().push((gi, parent)),
-            }
+            let (root, mut rng) = coin(base.seed, g.prompt_index, round, tree.epsilon);
+            let point = if root {
+                None
+            } else {
+                branch_point(
+                    &g.scores,
+                    g.prompt_ids.len(),
+                    tree.metric,
+                    &mut rng,
+                    base.max_new_tokens,
+                    engine.max_context(),
+                )
+            };
+            let p = match point {
+                Some((parent, at)) => {
+                    let parent_r = &g.rollouts[parent];
+                    let kv = engine.fork_prefix_kv(parent_r, at)?;
+                    links.push(TreeLink::branch(parent, at));
+                    engine.fork_pending(parent_r, at, kv, round, base.max_new_tokens - at, &base)
+                }
+                None => {
+                    links.push(TreeLink::ROOT);
+                    engine.root_pending(
+                        g.prompt_index,
+                        round,
+                        shared[gi].clone(),
+                        kvs[gi].clone(),
+                        &base,
+                    )
+                }
+            };
+            pending.push(p.retain(retain).with_priority(gi));
         }
         tracing::debug!(
             round,
-            roots = roots.len(),
-            branches = groups.len() - roots.len(),
+            branches = links.iter().filter(|l| l.parent.is_some()).count(),
             "tree round"
         );
-        let mut added: Vec<Option<(Rollout, TreeLink)>> = vec![None; groups.len()];
-        if !roots.is_empty() {
-            let idx: Vec<usize> = roots.iter().map(|&gi| groups[gi].prompt_index).collect();
-            let ps: Vec<Vec<u32>> = roots.iter().map(|&gi| prompts[gi].clone()).collect();
-            // First sample index = round: the root response of round r uses stream (seed, p, r).
-            let out = engine.generate_indexed(&idx, round, &ps, &rp, &mut |_| {})?;
-            for (&gi, mut g) in roots.iter().zip(out) {
-                added[gi] = g.rollouts.pop().map(|r| (r, TreeLink::ROOT));
+        let mut added: Vec<Option<Rollout>> = vec![None; groups.len()];
+        engine.run(pending, &base, &mut |done| {
+            for r in done {
+                let gi = r.prompt_index - first_prompt_index;
+                added[gi] = Some(r);
             }
-        }
-        for (&at, reqs) in &forks {
-            let fp = SamplingParams {
-                max_new_tokens: rp.max_new_tokens - at,
-                ..rp.clone()
-            };
-            let requests: Vec<ForkRequest<'_>> = reqs
-                .iter()
-                .map(|&(gi, parent)| ForkRequest {
-                    parent: &groups[gi].rollouts[parent],
-                    at,
-                    n: 1,
-                    first_sample_index: round,
-                })
-                .collect();
-            let kids = engine.fork(&requests, &fp)?;
-            for (&(gi, parent), kid) in reqs.iter().zip(kids) {
-                added[gi] = Some((kid, TreeLink::branch(parent, at)));
-            }
-        }
-        for (g, slot) in groups.iter_mut().zip(added) {
-            let (rollout, link) = slot.expect("every group gets one response per round");
-            // A branch copied its parent's candidates up to k: so are the scores there.
+            Ok(Vec::new())
+        })?;
+        for ((g, r), link) in groups.iter_mut().zip(added).zip(links) {
+            let rollout = r.expect("every group gets one response per round");
             let scores = match link.parent {
                 Some(p) => {
                     let mut s = g.scores[p][..link.branch_pos].to_vec();

@@ -390,6 +390,74 @@ fn fork_keeps_the_prefix_and_reuses_the_kv() {
     }
 }
 
+/// One fork call with requests of several parents (different prompts, prompt lengths and
+/// branch positions; with and without a retained KV) decodes them in one batch: the children
+/// are those of one call per request, in request order.
+#[test]
+fn fork_batches_requests_of_different_parents() {
+    let (cfg, net, rope) = tiny_model("tiny-llama");
+    let engine = Engine::new(&net, &rope, cfg.max_position_embeddings);
+    let params = SamplingParams {
+        n: 2,
+        temperature: 1.0,
+        max_new_tokens: 12,
+        seed: 9,
+        top_logprobs: 3,
+        retain_kv: true,
+        ..Default::default()
+    };
+    let groups = engine.generate(&prompts(), &params).unwrap();
+    let mut bare = groups[3].rollouts[0].clone();
+    bare.drop_kv();
+    let requests = [
+        (&groups[0].rollouts[1], 5usize, 2usize, 10usize),
+        (&groups[1].rollouts[0], 0, 1, 3),
+        (&groups[2].rollouts[1], 11, 3, 7),
+        (&bare, 2, 2, 4),
+        (&groups[0].rollouts[0], 12, 1, 20),
+    ];
+    let reqs: Vec<ForkRequest<'_>> = requests
+        .iter()
+        .map(|&(parent, at, n, first)| ForkRequest {
+            parent,
+            at,
+            n,
+            first_sample_index: first,
+        })
+        .collect();
+    let fp = SamplingParams {
+        max_new_tokens: 6,
+        ..params.clone()
+    };
+    engine.reset_stats();
+    let together = engine.fork(&reqs, &fp).unwrap();
+    let s = engine.stats();
+    // Only the parent without a retained KV is prefilled; everything decodes in one batch.
+    assert_eq!(s.prefill_calls, 1);
+    assert_eq!(s.joins, 1);
+    assert_eq!(together.len(), 9);
+    let mut i = 0;
+    for req in &reqs {
+        let alone = engine.fork(std::slice::from_ref(req), &fp).unwrap();
+        for kid in alone {
+            let got = &together[i];
+            assert_eq!(got.prompt_index, kid.prompt_index);
+            assert_eq!(got.sample_index, kid.sample_index);
+            assert_eq!(got.fork, kid.fork);
+            assert_eq!(got.response_ids, kid.response_ids, "request at {}", req.at);
+            for (a, b) in got.logprobs.iter().zip(&kid.logprobs) {
+                assert!((a - b).abs() < 1e-5);
+            }
+            assert_eq!(
+                got.response_ids[..req.at],
+                req.parent.response_ids[..req.at]
+            );
+            assert!(got.has_kv(), "retain_kv keeps the children's KV");
+            i += 1;
+        }
+    }
+}
+
 #[test]
 fn bad_input_is_a_clear_error() {
     let (cfg, net, rope) = tiny_model("tiny-llama");

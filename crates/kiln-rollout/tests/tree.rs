@@ -9,8 +9,9 @@ use common::*;
 use kiln_model::CausalLm;
 use kiln_rollout::bench::bench_tree;
 use kiln_rollout::{
-    BranchMetric, Engine, ForkOrigin, RolloutError, SamplingParams, TokenEmbeddings, TreeGroup,
-    TreeLink, TreeParams, branch_scores, position_stats, tree_rollouts, tree_rollouts_from,
+    BranchMetric, Engine, ForkOrigin, ForkRequest, RolloutError, SamplingParams, TokenEmbeddings,
+    TreeGroup, TreeLink, TreeParams, branch_scores, position_stats, tree_rollouts,
+    tree_rollouts_by_rounds_from, tree_rollouts_from,
 };
 
 const MAX_NEW: usize = 12;
@@ -436,6 +437,146 @@ fn bad_input_is_a_clear_error() {
     );
 }
 
+/// The decision stream of (seed, prompt, round) as the module documents it: a ChaCha8 stream
+/// keyed by the three numbers and the tag "kilntree"; its first draw below epsilon = a root.
+fn is_root(seed: u64, prompt: usize, round: usize, epsilon: f64) -> bool {
+    use rand::{Rng, SeedableRng};
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&(prompt as u64).to_le_bytes());
+    key[16..24].copy_from_slice(&(round as u64).to_le_bytes());
+    key[24..].copy_from_slice(b"kilntree");
+    round == 0 || rand_chacha::ChaCha8Rng::from_seed(key).random::<f64>() < epsilon
+}
+
+/// The scheduled trees (every round in one running batch) are the trees grown round by round
+/// (one batched call per round) and the trees grown one response at a time with the public
+/// engine calls (`generate_indexed` for a root, `fork` of the parent for a branch): same links,
+/// same tokens, for the three metrics and several epsilons. Branches copy their parent's first
+/// k tokens, log-probs, entropies and candidates exactly.
+#[test]
+fn scheduled_trees_equal_round_by_round_and_one_at_a_time() {
+    let (cfg, net, rope) = tiny_model("tiny-llama");
+    let engine = Engine::new(&net, &rope, cfg.max_position_embeddings);
+    let emb = TokenEmbeddings::from_net(&net).unwrap();
+    let ps = prompts();
+    let n = 7;
+    for (seed, epsilon, metric) in [
+        (31, 0.0, BranchMetric::SemanticEntropy),
+        (32, 0.5, BranchMetric::SemanticEntropy),
+        (33, 0.3, BranchMetric::Entropy),
+        (34, 0.5, BranchMetric::Random),
+        (35, 1.0, BranchMetric::SemanticEntropy),
+    ] {
+        let t = tree(n, epsilon, metric);
+        let p = params(seed);
+        let scheduled = tree_rollouts_from(&engine, 3, &ps, &p, &t, &emb).unwrap();
+        let rounds = tree_rollouts_by_rounds_from(&engine, 3, &ps, &p, &t, &emb).unwrap();
+        let top = if metric == BranchMetric::SemanticEntropy {
+            20
+        } else {
+            0
+        };
+        let one = SamplingParams {
+            top_logprobs: top,
+            retain_kv: true,
+            ..p.clone()
+        };
+        for ((g, h), prompt) in scheduled.iter().zip(&rounds).zip(&ps) {
+            let what = format!(
+                "seed {seed} epsilon {epsilon} {metric:?} prompt {}",
+                g.prompt_index
+            );
+            check_tree(g, n, prompt);
+            assert_eq!(g.prompt_index, h.prompt_index);
+            assert_eq!(g.links, h.links, "{what}");
+            assert_eq!(g.scores, h.scores, "{what}");
+            // One response at a time, by hand.
+            let mut mine: Vec<kiln_rollout::Rollout> = Vec::new();
+            for (r, (x, y)) in g.rollouts.iter().zip(&h.rollouts).enumerate() {
+                assert_eq!(x.response_ids, y.response_ids, "{what} response {r}");
+                assert_eq!(x.logprobs, y.logprobs, "{what} response {r}");
+                let link = g.links[r];
+                assert_eq!(
+                    link.parent.is_none(),
+                    is_root(seed, g.prompt_index, r, epsilon),
+                    "{what} response {r}: root or branch"
+                );
+                let want = match link.parent {
+                    None => engine
+                        .generate_indexed(
+                            &[g.prompt_index],
+                            r,
+                            std::slice::from_ref(prompt),
+                            &one,
+                            &mut |_| {},
+                        )
+                        .unwrap()
+                        .remove(0)
+                        .rollouts
+                        .remove(0),
+                    Some(parent) => {
+                        let k = link.branch_pos;
+                        if metric != BranchMetric::Random {
+                            assert_eq!(first_argmax(&g.scores[..r]), (parent, k), "{what} {r}");
+                        }
+                        let pr = &g.rollouts[parent];
+                        assert_eq!(x.response_ids[..k], pr.response_ids[..k]);
+                        assert_eq!(x.logprobs[..k], pr.logprobs[..k]);
+                        assert_eq!(x.entropies[..k], pr.entropies[..k]);
+                        if let (Some(a), Some(b)) = (&x.top_logprobs, &pr.top_logprobs) {
+                            assert_eq!(a[..k], b[..k]);
+                        }
+                        engine
+                            .fork(
+                                &[ForkRequest {
+                                    parent: &mine[parent],
+                                    at: k,
+                                    n: 1,
+                                    first_sample_index: r,
+                                }],
+                                &SamplingParams {
+                                    max_new_tokens: MAX_NEW - k,
+                                    ..one.clone()
+                                },
+                            )
+                            .unwrap()
+                            .remove(0)
+                    }
+                };
+                assert_eq!(x.response_ids, want.response_ids, "{what} response {r}");
+                for (a, b) in x.logprobs.iter().zip(&want.logprobs) {
+                    assert!((a - b).abs() < 1e-5, "{what} response {r}: {a} vs {b}");
+                }
+                mine.push(want);
+            }
+        }
+    }
+}
+
+/// A small batch budget grows a few groups at a time (later prompts start as groups finish)
+/// and admits rows as room frees up: the same trees.
+#[test]
+fn a_small_batch_budget_gives_the_same_trees() {
+    let (cfg, net, rope) = tiny_model("tiny-llama");
+    let emb = TokenEmbeddings::from_net(&net).unwrap();
+    let wide = Engine::new(&net, &rope, cfg.max_position_embeddings);
+    // 11 + 12 slots per row: two groups open at a time, two rows per batch.
+    let small = Engine::new(&net, &rope, cfg.max_position_embeddings).with_max_batch_tokens(50);
+    let t = tree(6, 0.5, BranchMetric::SemanticEntropy);
+    let a = tree_rollouts(&wide, &prompts(), &params(41), &t, &emb).unwrap();
+    small.reset_stats();
+    let b = tree_rollouts(&small, &prompts(), &params(41), &t, &emb).unwrap();
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.links, y.links);
+        for (u, v) in x.rollouts.iter().zip(&y.rollouts) {
+            assert_eq!(u.response_ids, v.response_ids);
+        }
+    }
+    // Prompts were prefilled in several calls as groups opened.
+    assert!(small.stats().prefill_calls > 1);
+}
+
 /// Tree (n = 8, epsilon 0.5) against 8 independent samples of the same length budget on the
 /// tiny model (eos ignored, so every root response has `max_new_tokens` tokens). Prints the
 /// report; run with `cargo test --release -p kiln-rollout --test tree -- --ignored --nocapture`.
@@ -453,11 +594,12 @@ fn bench_tree_against_independent_samples() {
         seed: 1,
         ..Default::default()
     };
-    let report = bench_tree(&engine, &emb, &ps, &p, &TreeParams::default()).unwrap();
+    let report = bench_tree(&engine, &emb, &ps, &p, &TreeParams::default(), true).unwrap();
+    println!("{}", report.summary());
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 }
 
-/// As above on SmolLM2-135M (4 prompts, 64 new tokens: a CPU-sized run).
+/// As above on SmolLM2-135M (4 prompts, n = 8, 64 new tokens, temperature 1: a CPU-sized run).
 #[test]
 #[ignore]
 fn bench_tree_against_independent_samples_smollm2() {
@@ -472,6 +614,36 @@ fn bench_tree_against_independent_samples_smollm2() {
         seed: 1,
         ..Default::default()
     };
-    let report = bench_tree(&engine, &emb, &ps, &p, &TreeParams::default()).unwrap();
+    let by_rounds = std::env::var_os("KILN_BENCH_BY_ROUNDS").is_some();
+    let report = bench_tree(&engine, &emb, &ps, &p, &TreeParams::default(), by_rounds).unwrap();
+    println!("{}", report.summary());
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
+}
+
+/// Why the batch matters for the tree: wall time of one decode step of SmolLM2 against the rows
+/// in the batch (one prompt of 32 tokens, rows = samples, 16 new tokens, prefill excluded).
+/// Run with `cargo test --release -p kiln-rollout --test tree -- --ignored --nocapture decode_cost`.
+#[test]
+#[ignore]
+fn decode_cost_by_batch_smollm2() {
+    use kiln_rollout::bench::{BenchConfig, bench_rollout};
+    let model = kiln_model::Model::load("smollm2", &burn::prelude::Device::flex()).unwrap();
+    let engine = Engine::from_model(&model);
+    for rows in [1, 2, 4, 8, 16, 32] {
+        let config = BenchConfig {
+            batch: 1,
+            n: rows,
+            prompt_len: 32,
+            new_tokens: 16,
+            temperature: 1.0,
+            seed: 1,
+        };
+        let r = bench_rollout(&engine, model.net.vocab_size(), &config).unwrap();
+        let per_step = (r.total_s - r.prefill_s) / r.decode_steps as f64;
+        println!(
+            "rows {rows:>2}: {:.1} ms per decode step, {:.2} ms per row-step",
+            per_step * 1e3,
+            per_step * 1e3 / rows as f64
+        );
+    }
 }
