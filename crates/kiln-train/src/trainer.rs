@@ -66,6 +66,17 @@ pub struct Sample {
     pub link: TreeLink,
 }
 
+/// What a step's rollout produced.
+pub struct StepRollout {
+    /// The samples to train on: whole groups (with dynamic sampling, only groups whose rewards
+    /// differ).
+    pub train: Vec<Sample>,
+    /// Every sample drawn, dropped groups included (the reward and length metrics).
+    pub drawn: Vec<Sample>,
+    /// `rollout/...` metrics.
+    pub metrics: BTreeMap<String, f64>,
+}
+
 impl Sample {
     /// Response tokens the engine sampled (a tree branch copies its first `branch_pos`).
     pub fn generated_tokens(&self) -> usize {
@@ -499,9 +510,8 @@ impl Trainer {
         );
     }
 
-    /// Samples the responses of one step and scores them: the step's training samples (whole groups; with dynamic sampling only groups whose rewards
-    /// differ), every sample drawn (for the reward and length metrics), and rollout metrics.
-    pub fn rollout(&mut self) -> Result<(Vec<Sample>, Vec<Sample>, BTreeMap<String, f64>)> {
+    /// Samples the responses of one step and scores them.
+    pub fn rollout(&mut self) -> Result<StepRollout> {
         let n = self.recipe.rollout.n;
         let want = self.recipe.train.prompts_per_step;
         let dynamic = self.recipe.train.dynamic_sampling;
@@ -537,7 +547,11 @@ impl Trainer {
             m.insert("rollout/sampling_rounds".into(), used_rounds as f64);
             m.insert("rollout/kept_groups".into(), (kept.len() / n) as f64);
         }
-        Ok((kept, all, m))
+        Ok(StepRollout {
+            train: kept,
+            drawn: all,
+            metrics: m,
+        })
     }
 
     /// Draws `prompts` prompts, samples `rollout.n` responses for each (independently, or as a
@@ -647,7 +661,11 @@ impl Trainer {
     pub fn step_once(&mut self) -> Result<BTreeMap<String, f64>> {
         let t0 = Instant::now();
         self.bar.set_message("rollout");
-        let (samples, drawn, rollout_metrics) = self.rollout()?;
+        let StepRollout {
+            train: samples,
+            drawn,
+            metrics: rollout_metrics,
+        } = self.rollout()?;
         let t_rollout = t0.elapsed().as_secs_f64();
         if self.options.progress {
             for s in samples.iter().take(self.recipe.logging.print_samples) {

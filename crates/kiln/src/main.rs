@@ -30,6 +30,8 @@ enum Command {
     Score(commands::score::ScoreArgs),
     /// Fetch SmolLM2-135M-Instruct (GGUF) into kiln's cache and print its path.
     FetchModel,
+    /// Draw one metric of several runs on one chart (a PNG).
+    Plot(commands::plot::PlotArgs),
 }
 
 fn main() {
@@ -49,6 +51,7 @@ fn main() {
         Command::Export(args) => commands::export::run(&args),
         Command::Bench(cmd) => commands::bench::run(&cmd),
         Command::Score(args) => commands::score::run(&args),
+        Command::Plot(args) => commands::plot::run(&args),
         Command::FetchModel => kiln_model::hub::smollm2_gguf()
             .map(|p| println!("{}", p.display()))
             .map_err(Into::into),

@@ -343,7 +343,7 @@ fn schedule(recipe: &Recipe, p: &mut Problems) {
                 "must be finite and >= 0",
             );
         }
-        if phase.weights.values().all(|w| !(*w > 0.0)) {
+        if !phase.weights.values().any(|w| *w > 0.0) {
             p.add(
                 &format!("{key}.weights"),
                 format!("{key}.weights: at least one task needs a weight > 0"),

@@ -2,6 +2,7 @@ pub mod bench;
 pub mod eval;
 pub mod export;
 pub mod generate;
+pub mod plot;
 pub mod rollout_bench;
 pub mod score;
 pub mod train;
