@@ -16,10 +16,11 @@ quickstart *args:
 eval model task *args:
     cargo run --release -p kiln -- eval --model {{model}} --task {{task}} {{args}}
 
-# The benchmarks that exist so far (forward, rollout), each beside PyTorch/transformers.
+# The benchmarks that exist so far (forward, rollout, train step), each beside PyTorch/transformers.
 bench:
     bash benchmarks/forward.sh 8 256
     bash benchmarks/rollout.sh
+    bash benchmarks/train.sh 8 320
 
 # Generate from a model: just generate smollm2 "What is 17 + 25?"
 generate model prompt *args:
@@ -37,6 +38,10 @@ export model out:
 # with torch + transformers + gguf: pip install -r benchmarks/reference/requirements.txt).
 bench-forward batch="8" seq="256":
     bash benchmarks/forward.sh {{batch}} {{seq}}
+
+# One GRPO update (forward, backward, clip, AdamW), kiln beside PyTorch on the same weights.
+bench-train batch="8" seq="320":
+    bash benchmarks/train.sh {{batch}} {{seq}}
 
 # Formatting and lints.
 lint:

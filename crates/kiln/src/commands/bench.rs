@@ -10,6 +10,8 @@ pub enum BenchCommand {
     Forward(ForwardArgs),
     /// Rollout engine throughput: new tokens/s, prefill tokens/s, peak RSS.
     Rollout(super::rollout_bench::RolloutBenchArgs),
+    /// One GRPO update, timed: forward+backward, gradient surgery, optimizer; tokens/s, peak RSS.
+    Train(super::train_bench::TrainBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -35,6 +37,7 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Forward(args) => forward(args),
         BenchCommand::Rollout(args) => super::rollout_bench::run(args),
+        BenchCommand::Train(args) => super::train_bench::run(args),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod plot;
 pub mod rollout_bench;
 pub mod score;
 pub mod train;
+pub mod train_bench;
 
 /// Peak resident memory of this process in MiB (Linux: VmHWM), if known.
 pub fn peak_rss_mb() -> Option<f64> {
