@@ -12,6 +12,17 @@ train recipe *args:
 quickstart *args:
     cargo run --release -p kiln -- train recipes/quickstart.toml {{args}}
 
+# Train a reward model on preference pairs: just rm-train recipes/rm-instructions.toml
+rm-train recipe *args:
+    cargo run --release -p kiln -- rm-train {{recipe}} {{args}}
+
+# PPO + TRE against a learned reward model, scaled to a CPU: the SFT policy, a reward model
+# trained from it on synthetic preferences, then PPO (docs/reward-models.md).
+chat-ppo-tre:
+    cargo run --release -p kiln -- sft recipes/chat-ppo-tre.toml
+    cargo run --release -p kiln -- rm-train recipes/rm-instructions.toml --overwrite
+    cargo run --release -p kiln -- train recipes/chat-ppo-tre.toml
+
 # Held-out accuracy: just eval smollm2 math500 --limit 50
 eval model task *args:
     cargo run --release -p kiln -- eval --model {{model}} --task {{task}} {{args}}

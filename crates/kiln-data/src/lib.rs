@@ -9,6 +9,7 @@
 //! - Prompt templates ([`countdown_prompt`], [`math_prompt`]).
 //! - Seeded generators ([`CountdownGenerator`], [`ArithmeticGenerator`],
 //!   [`InstructionGenerator`]).
+//! - Preference pairs for reward models ([`load_preferences`], [`InstructionPairGenerator`]).
 //! - Samplers ([`EpochSampler`], [`DomainMixer`], [`Schedule`]) with exact resume.
 //!
 //! No burn here: plain CPU string and number work.
@@ -45,6 +46,7 @@ pub mod error;
 pub mod example;
 pub mod instructions;
 pub mod loader;
+pub mod preferences;
 pub mod sampler;
 pub mod synth;
 pub mod templates;
@@ -62,6 +64,7 @@ pub use loader::{
     AnswerExtract, Dropped, FieldMap, JsonlLoader, Loaded, PromptTemplate, ReferenceField,
     last_boxed, lookup,
 };
+pub use preferences::{BrokenRule, InstructionPairGenerator, PreferencePair, load_preferences};
 pub use sampler::{
     Cursor, DomainMixer, Draw, EpochSampler, ExampleSource, MixSource, Phase, PhaseLength,
     Schedule, ScheduleState, derive_seed,

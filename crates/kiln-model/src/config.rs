@@ -94,10 +94,17 @@ impl ModelConfig {
                     .map(str::to_owned)
             })
             .ok_or_else(|| err("neither `model_type` nor `architectures` is set".into()))?;
-        let architecture = match model_type.to_ascii_lowercase().as_str() {
-            "llama" | "llamaforcausallm" | "mistral" | "mistralforcausallm" => Architecture::Llama,
-            "qwen2" | "qwen2forcausallm" => Architecture::Qwen2,
-            "qwen3" | "qwen3forcausallm" => Architecture::Qwen3,
+        // `architectures[0]` names the head too (`LlamaForCausalLM`,
+        // `Qwen2ForSequenceClassification`): the family is what comes before `For`.
+        let family = model_type.to_ascii_lowercase();
+        let family = family
+            .strip_suffix("forcausallm")
+            .or_else(|| family.strip_suffix("forsequenceclassification"))
+            .unwrap_or(&family);
+        let architecture = match family {
+            "llama" | "mistral" => Architecture::Llama,
+            "qwen2" => Architecture::Qwen2,
+            "qwen3" => Architecture::Qwen3,
             _ => {
                 return Err(ModelError::UnknownArchitecture {
                     path: origin.to_path_buf(),

@@ -229,6 +229,12 @@ fn normal(len: usize, std: f64, key: [u8; 32]) -> Vec<f32> {
     out
 }
 
+/// `len` draws from Normal(0, std), seeded by `(seed, name)` like every initialised tensor
+/// (a classification head added to a trunk uses it).
+pub(crate) fn seeded_normal(len: usize, std: f64, seed: u64, name: &str) -> Vec<f32> {
+    normal(len, std, tensor_seed(seed, name))
+}
+
 /// A uniform double in (0, 1] from 53 random bits (never 0, so its log is finite).
 fn open_unit(bits: u64) -> f64 {
     ((bits >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)

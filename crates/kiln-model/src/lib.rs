@@ -14,6 +14,7 @@
 pub mod batch;
 pub mod cache;
 pub mod chat_template;
+pub mod classifier;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -34,6 +35,7 @@ use serde_json::Value;
 
 pub use batch::{Padding, TokenBatch};
 pub use cache::KvCache;
+pub use classifier::{HeadInit, SequenceClassifier};
 pub use config::{Architecture, ModelConfig};
 pub use device::parse_device;
 pub use error::{ModelError, Result};

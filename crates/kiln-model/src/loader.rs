@@ -33,6 +33,25 @@ pub fn build_model(
     source: &dyn TensorSource,
     device: &Device,
 ) -> Result<CausalLm> {
+    build(cfg, source, device, true)
+}
+
+/// The transformer without its LM head (`lm_head` is `None` and never read): the trunk of a
+/// `*ForSequenceClassification` checkpoint, which has no `lm_head.weight`.
+pub fn build_trunk(
+    cfg: &ModelConfig,
+    source: &dyn TensorSource,
+    device: &Device,
+) -> Result<CausalLm> {
+    build(cfg, source, device, false)
+}
+
+fn build(
+    cfg: &ModelConfig,
+    source: &dyn TensorSource,
+    device: &Device,
+    with_lm_head: bool,
+) -> Result<CausalLm> {
     let loader = Loader {
         cfg,
         source,
@@ -77,7 +96,7 @@ pub fn build_model(
         });
     }
     let embed = loader.require("model.embed_tokens.weight", &[cfg.vocab_size, d])?;
-    let lm_head = if cfg.tie_word_embeddings {
+    let lm_head = if cfg.tie_word_embeddings || !with_lm_head {
         None
     } else {
         Some(loader.linear("lm_head", d, cfg.vocab_size, false)?)

@@ -224,6 +224,19 @@ pub fn clipped_value_loss<const D: usize>(
     (clipped_value_token_loss(values, old_values, returns, clip) * weights).sum()
 }
 
+/// The Bradley-Terry loss of a reward model on preference pairs (TRL's RewardTrainer):
+/// `sum_i w_i * -log sigmoid(r_chosen_i - r_rejected_i - margin_i)`. With `w_i = 1 / pairs`
+/// over the whole batch it is the mean, whatever the micro-batch split.
+pub fn bradley_terry_loss(
+    chosen: Tensor<1>,
+    rejected: Tensor<1>,
+    margin: Tensor<1>,
+    weights: Tensor<1>,
+) -> Tensor<1> {
+    let nll = burn::tensor::activation::log_sigmoid(chosen - rejected - margin).neg();
+    (nll * weights).sum()
+}
+
 /// KL as a loss term.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KlLoss {

@@ -18,6 +18,8 @@ pub struct TaskEval {
     pub correct: usize,
     pub mean_reward: f64,
     pub mean_response_tokens: f64,
+    /// The response text of each problem, in order (what the verifier saw).
+    pub responses: Vec<String>,
 }
 
 impl TaskEval {
@@ -114,6 +116,7 @@ pub fn evaluate(
         correct,
         mean_reward,
         mean_response_tokens: tokens as f64 / examples.len().max(1) as f64,
+        responses: items.into_iter().map(|(text, _)| text).collect(),
     })
 }
 

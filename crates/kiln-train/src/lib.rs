@@ -7,6 +7,8 @@
 //! - [`trainer`]: the RL step and loop ([`Trainer`]); [`sft`]: the supervised warm-up.
 //! - [`eval`]: held-out accuracy; [`checkpoint`]: atomic, checksummed checkpoints;
 //!   [`metrics`]: metrics.jsonl, TensorBoard event files and PNG plots.
+//! - [`reward_model`]: learned reward models and their scorer; [`rm_train`]: Bradley-Terry
+//!   reward-model training (`kiln rm-train`).
 //! - [`fault`]: fault injection (kill, NaN) at named points, for the reliability tests.
 
 pub mod checkpoint;
@@ -16,6 +18,8 @@ pub mod fault;
 pub mod metrics;
 pub mod policy;
 pub mod recipe;
+pub mod reward_model;
+pub mod rm_train;
 pub mod sft;
 pub mod tasks;
 pub mod trainer;

@@ -4,10 +4,9 @@
 //! `[tokens x vocab]` tensor is never held whole.
 
 use burn::module::Module;
-use burn::nn::{Linear, LinearConfig};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use kiln_model::{CausalLm, Padding, Rope, TokenBatch};
+use kiln_model::{CausalLm, HeadInit, Padding, Rope, SequenceClassifier, TokenBatch};
 use kiln_optim::loss::{LossConfig, LossMetrics, TokenBatch as LossBatch};
 use kiln_optim::{ChunkOptions, chunked_policy_loss, chunked_score};
 
@@ -127,33 +126,27 @@ pub fn actor_grads(
     })
 }
 
-/// PPO's critic: the policy's trunk and a scalar head (initialised to zero, so every first
-/// value is 0). The value of response token j is read at the position that predicts it.
+/// PPO's critic: a value per token from kiln-model's [`SequenceClassifier`] (the network of a
+/// reward model), read at the position that predicts each response token.
 #[derive(Module, Debug)]
 pub struct Critic {
-    pub trunk: CausalLm,
-    pub value_head: Linear,
+    pub net: SequenceClassifier,
 }
 
 impl Critic {
-    /// A critic whose trunk starts as a copy of `policy` (as verl and OpenRLHF do).
+    /// A critic whose trunk starts as a copy of `policy` (as verl and OpenRLHF do) and whose
+    /// head starts at zero, so every first value is 0.
     pub fn from_policy(policy: &CausalLm) -> Self {
-        let device = policy.device();
-        let hidden = policy.norm.gamma.dims()[0];
-        let value_head = LinearConfig::new(hidden, 1)
-            .with_initializer(burn::nn::Initializer::Zeros)
-            .init(&device);
         Self {
-            trunk: policy.clone(),
-            value_head,
+            net: SequenceClassifier::from_trunk(policy.clone(), 1, HeadInit::Zeros),
         }
     }
 
     /// Values `[N]` of the response positions of `batch` (tracked when the critic is).
     pub fn values(&self, rope: &Rope, batch: &SeqBatch) -> Tensor<1> {
-        let h = batch.response_hidden(&self.trunk, rope);
+        let h = batch.response_hidden(&self.net.model, rope);
         let [n, _] = h.dims();
-        self.value_head.forward(h).reshape([n])
+        self.net.head(h).reshape([n])
     }
 
     /// Values on the host (no autodiff).

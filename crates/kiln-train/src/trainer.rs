@@ -9,7 +9,7 @@ use std::time::Instant;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
-use kiln_data::derive_seed;
+use kiln_data::{Prompt, derive_seed};
 use kiln_model::{CausalLm, Model, parse_device};
 use kiln_optim::advantages::{outcome_token_advantages, place_on_last_token};
 use kiln_optim::hook::{DomainGrads, GradientHook, NamedParams, accumulate};
@@ -32,6 +32,7 @@ use crate::fault::FaultPlan;
 use crate::metrics::MetricsSink;
 use crate::policy::{Critic, SeqBatch, actor_grads, critic_grads, score};
 use crate::recipe::{AdvantageKind, ModelInit, Recipe, to_toml};
+use crate::reward_model::{RewardModelScorer, normalize_over_batch};
 use crate::sft;
 use crate::tasks::TaskSet;
 
@@ -60,6 +61,8 @@ pub struct Sample {
     pub entropies: Vec<f32>,
     pub reward: f32,
     pub correct: bool,
+    /// The learned reward model's raw score, when the task has one.
+    pub rm_score: Option<f32>,
     pub finish: FinishReason,
     pub text: String,
     /// Its place in the group's tree (the root for independent samples).
@@ -97,6 +100,8 @@ pub struct Trainer {
     pub model: Model,
     reference: Option<CausalLm>,
     critic: Option<Critic>,
+    /// Each task's learned reward model (index = task), loaded without autodiff.
+    reward_models: Vec<Option<RewardModelScorer>>,
     pub tasks: TaskSet,
     optimizer: Optimizer,
     critic_optimizer: Option<Optimizer>,
@@ -132,6 +137,30 @@ pub fn load_policy(recipe: &Recipe, device: &Device) -> Result<Model> {
             derive_seed(recipe.seed, "kiln-train/init"),
         )?,
     })
+}
+
+/// The learned reward model of every task that has one (`tasks.<name>.reward_model`).
+fn load_reward_models(tasks: &TaskSet, device: &Device) -> Result<Vec<Option<RewardModelScorer>>> {
+    tasks
+        .tasks
+        .iter()
+        .map(|t| {
+            t.section
+                .reward_model
+                .as_ref()
+                .map(|spec| {
+                    RewardModelScorer::load(Path::new(&spec.path), device, spec.batch_size).map_err(
+                        |e| {
+                            TrainError::recipe(
+                                &format!("tasks.{}.reward_model.path", t.name),
+                                e.to_string(),
+                            )
+                        },
+                    )
+                })
+                .transpose()
+        })
+        .collect()
 }
 
 /// Fails early when the run directory cannot be written.
@@ -185,7 +214,7 @@ pub fn loss_config(recipe: &Recipe) -> LossConfig {
     }
 }
 
-fn bar(progress: bool, steps: usize) -> ProgressBar {
+pub(crate) fn bar(progress: bool, steps: usize) -> ProgressBar {
     if !progress {
         return ProgressBar::hidden();
     }
@@ -213,6 +242,7 @@ impl Trainer {
             .map_err(|e| TrainError::recipe("device", e.to_string()))?
             .autodiff();
         let tasks = TaskSet::from_recipe(&recipe)?;
+        let reward_models = load_reward_models(&tasks, &device.clone().without_autodiff())?;
         let mut model = load_policy(&recipe, &device)?;
         let kl_on = recipe.algorithm.kl_loss_coef > 0.0 || recipe.algorithm.kl_reward_coef > 0.0;
         checkpoint::ensure_free_space(
@@ -272,6 +302,7 @@ impl Trainer {
             model,
             reference,
             critic,
+            reward_models,
             tasks,
             optimizer,
             critic_optimizer,
@@ -381,7 +412,7 @@ impl Trainer {
             ..SamplingParams::default()
         };
         let mut out = BTreeMap::new();
-        for task in &self.tasks.tasks {
+        for (ti, task) in self.tasks.tasks.iter().enumerate() {
             if task.eval.is_empty() {
                 continue;
             }
@@ -395,6 +426,18 @@ impl Trainer {
             )?;
             self.options.faults.point("eval", self.step);
             r.metrics(&mut out);
+            if let Some(scorer) = &self.reward_models[ti] {
+                let pairs: Vec<(&Prompt, &str)> = task
+                    .eval
+                    .iter()
+                    .zip(&r.responses)
+                    .map(|(e, text)| (&e.prompt, text.as_str()))
+                    .collect();
+                let scores = scorer.score(&pairs)?;
+                let mean =
+                    scores.iter().map(|&x| x as f64).sum::<f64>() / scores.len().max(1) as f64;
+                out.insert(format!("eval/{}/rm_score", task.name), mean);
+            }
             if ev.pass_k > 0 {
                 let sampled = SamplingParams {
                     n: ev.pass_k,
@@ -624,6 +667,7 @@ impl Trainer {
                     entropies: ro.entropies,
                     reward: 0.0,
                     correct: false,
+                    rm_score: None,
                     finish: ro.finish_reason,
                     link,
                 });
@@ -648,8 +692,29 @@ impl Trainer {
                 })
                 .collect();
             let verdicts = score_batch(task.verifier.as_ref(), &refs);
-            for (&i, v) in idx.iter().zip(verdicts) {
-                samples[i].reward = v.score as f32;
+            let rm = match (&self.reward_models[ti], &task.section.reward_model) {
+                (Some(scorer), Some(spec)) => {
+                    let pairs: Vec<(&Prompt, &str)> = idx
+                        .iter()
+                        .map(|&i| (&drawn[i / r.n].example.prompt, samples[i].text.as_str()))
+                        .collect();
+                    let raw = scorer.score(&pairs)?;
+                    let mut used = raw.clone();
+                    if spec.normalize {
+                        normalize_over_batch(&mut used);
+                    }
+                    Some((raw, used, spec.weight))
+                }
+                _ => None,
+            };
+            let vw = task.section.verifier_weight;
+            for (k, (&i, v)) in idx.iter().zip(verdicts).enumerate() {
+                let mut reward = vw * v.score;
+                if let Some((raw, used, weight)) = &rm {
+                    samples[i].rm_score = Some(raw[k]);
+                    reward += weight * used[k] as f64;
+                }
+                samples[i].reward = reward as f32;
                 samples[i].correct = v.correct;
             }
         }
@@ -1176,6 +1241,20 @@ fn summarize_samples(samples: &[Sample], tasks: &TaskSet, m: &mut BTreeMap<Strin
             m.insert(
                 format!("reward/{}/correct", task.name),
                 of.iter().filter(|s| s.correct).count() as f64 / k,
+            );
+        }
+    }
+    // The learned reward models' raw scores (before weighting and normalisation).
+    for (ti, task) in tasks.tasks.iter().enumerate() {
+        let scores: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.task == ti)
+            .filter_map(|s| s.rm_score.map(f64::from))
+            .collect();
+        if !scores.is_empty() {
+            m.insert(
+                format!("reward/{}/rm_score", task.name),
+                scores.iter().sum::<f64>() / scores.len() as f64,
             );
         }
     }

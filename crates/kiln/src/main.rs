@@ -17,6 +17,9 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Run only a recipe's [sft] stage and write the policy as a Hugging Face directory.
     Sft(commands::train::TrainArgs),
+    /// Train a reward model on preference pairs (Bradley-Terry loss) into a Hugging Face
+    /// `*ForSequenceClassification` directory that recipes' `reward_model` can use.
+    RmTrain(commands::rm_train::RmTrainArgs),
     /// Held-out accuracy of a model on MATH-500, Countdown, GSM8K or arithmetic.
     Eval(commands::eval::EvalArgs),
     /// Generate from a model: one prompt (streamed) or a JSONL file of prompts.
@@ -46,6 +49,7 @@ fn main() {
     let result = match cli.command {
         Command::Train(args) => commands::train::run(&args),
         Command::Sft(args) => commands::train::run_sft(&args),
+        Command::RmTrain(args) => commands::rm_train::run(&args),
         Command::Eval(args) => commands::eval::run(&args),
         Command::Generate(args) => commands::generate::run(&args),
         Command::Export(args) => commands::export::run(&args),

@@ -45,6 +45,21 @@ pub fn resolve_table(path: &Path, overrides: &[String]) -> Result<Table, RecipeE
     Ok(table)
 }
 
+/// Loads a TOML file of another schema `T` with the recipe machinery: `extends`, `--set`
+/// overrides, and errors that name the file and the dotted key (`kiln rm-train`'s recipes).
+/// Validation is the caller's.
+pub fn load_toml_as<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    overrides: &[String],
+) -> Result<T, RecipeError> {
+    let mut origins = Origins::default();
+    let mut table = resolve_file(path, &mut Vec::new(), &mut origins)?;
+    for text in overrides {
+        apply_override(&mut table, text, &mut origins)?;
+    }
+    deserialize(table, path, &origins)
+}
+
 /// Parses and validates a self-contained recipe (no `extends`), e.g. the `recipe.toml` saved in
 /// a run directory. `origin` names it in errors.
 pub fn from_toml_str(text: &str, origin: &str) -> Result<Recipe, RecipeError> {
@@ -331,7 +346,11 @@ fn describe(value: &Value) -> String {
 
 /// Deserialises the merged table, turning serde's message into one that names the dotted key
 /// and the file that set it.
-fn deserialize(table: Table, path: &Path, origins: &Origins) -> Result<Recipe, RecipeError> {
+fn deserialize<T: serde::de::DeserializeOwned>(
+    table: Table,
+    path: &Path,
+    origins: &Origins,
+) -> Result<T, RecipeError> {
     serde_path_to_error::deserialize(table).map_err(|e| {
         let at = e.path().to_string();
         let at = if at == "." { String::new() } else { at };

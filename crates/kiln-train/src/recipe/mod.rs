@@ -18,7 +18,9 @@ mod validate;
 use std::path::PathBuf;
 
 pub use error::RecipeError;
-pub use load::{MAX_EXTENDS_DEPTH, from_toml_str, load_recipe, resolve_table, to_toml};
+pub use load::{
+    MAX_EXTENDS_DEPTH, from_toml_str, load_recipe, load_toml_as, resolve_table, to_toml,
+};
 pub use schema::*;
 pub use validate::{problems, validate};
 

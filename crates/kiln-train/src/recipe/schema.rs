@@ -117,6 +117,31 @@ pub struct TaskSection {
     /// Held-out prompts for `eval/<task>/accuracy` (none: the task is not evaluated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval: Option<DataSpec>,
+    /// Weight of the verifier's score in the reward (default 1). With a `reward_model` and
+    /// weight 0 the verifier only measures accuracy.
+    #[serde(default = "defaults::one")]
+    pub verifier_weight: f64,
+    /// A learned reward model whose score is added to the reward.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward_model: Option<RewardModelSpec>,
+}
+
+/// `tasks.<name>.reward_model`: a `*ForSequenceClassification` checkpoint (e.g. what
+/// `kiln rm-train` writes) scoring (prompt, response). The task's reward is
+/// `verifier_weight * verifier score + weight * reward-model score`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewardModelSpec {
+    /// The checkpoint directory (config.json, safetensors with `score.weight`, tokenizer).
+    pub path: String,
+    #[serde(default = "defaults::one")]
+    pub weight: f64,
+    /// Whiten the scores over the step's responses of this task (mean 0, std 1).
+    #[serde(default)]
+    pub normalize: bool,
+    /// Sequences per reward-model forward pass.
+    #[serde(default = "defaults::rm_batch_size")]
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -690,6 +715,10 @@ mod grad_norm {
 /// Default values (functions, as serde wants them).
 mod defaults {
     use super::*;
+
+    pub fn rm_batch_size() -> usize {
+        32
+    }
 
     pub fn seed() -> u64 {
         1

@@ -272,6 +272,22 @@ fn task(key: &str, t: &TaskSection, p: &mut Problems) {
         t.format_score,
         "must be finite",
     );
+    p.non_negative(&format!("{key}.verifier_weight"), t.verifier_weight);
+    if let Some(rm) = &t.reward_model {
+        p.check(
+            rm.weight.is_finite(),
+            &format!("{key}.reward_model.weight"),
+            rm.weight,
+            "must be finite",
+        );
+        p.at_least(&format!("{key}.reward_model.batch_size"), rm.batch_size, 1);
+        p.check(
+            !rm.path.trim().is_empty(),
+            &format!("{key}.reward_model.path"),
+            &rm.path,
+            "must name a reward model directory",
+        );
+    }
     data(&format!("{key}.train"), &t.train, p);
     if let Some(eval) = &t.eval {
         data(&format!("{key}.eval"), eval, p);

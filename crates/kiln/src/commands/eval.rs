@@ -126,6 +126,8 @@ fn recipe_for(args: &EvalArgs) -> anyhow::Result<Recipe> {
             format_score: 0.1,
             train: eval.clone(),
             eval: Some(eval),
+            verifier_weight: 1.0,
+            reward_model: None,
         },
     )]);
     Ok(recipe)

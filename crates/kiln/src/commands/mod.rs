@@ -3,6 +3,7 @@ pub mod eval;
 pub mod export;
 pub mod generate;
 pub mod plot;
+pub mod rm_train;
 pub mod rollout_bench;
 pub mod score;
 pub mod train;

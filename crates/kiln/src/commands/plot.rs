@@ -24,6 +24,22 @@ pub struct PlotArgs {
     /// Make the y axis cover [0, 1] (accuracies, pass@k).
     #[arg(long)]
     pub unit_range: bool,
+    /// Draw the mean of each point and the N - 1 before it (noisy per-step metrics such as
+    /// `reward/mean`); 1 draws the raw values.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub smooth: u64,
+}
+
+/// The trailing mean over `window` points (the first points average what there is).
+fn smoothed(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    (0..points.len())
+        .map(|i| {
+            let from = (i + 1).saturating_sub(window);
+            let part = &points[from..=i];
+            let mean = part.iter().map(|p| p.1).sum::<f64>() / part.len() as f64;
+            (points[i].0, mean)
+        })
+        .collect()
 }
 
 pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
@@ -43,9 +59,12 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
-        series.push((name, points));
+        series.push((name, smoothed(&points, args.smooth as usize)));
     }
-    let title = args.title.clone().unwrap_or_else(|| args.key.clone());
+    let title = args.title.clone().unwrap_or_else(|| match args.smooth {
+        1 => args.key.clone(),
+        n => format!("{} (mean of the last {n} steps)", args.key),
+    });
     let mut options = PlotOptions::new(&title, &args.key);
     if args.unit_range {
         options.y_range = Some((0.0, 1.0));
@@ -57,4 +76,16 @@ pub fn run(args: &PlotArgs) -> anyhow::Result<()> {
     plot_series_with(&args.out, &options, &refs)?;
     println!("wrote {}", args.out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::smoothed;
+
+    #[test]
+    fn trailing_mean_by_hand() {
+        let p = [(1.0, 2.0), (2.0, 4.0), (3.0, 9.0)];
+        assert_eq!(smoothed(&p, 2), vec![(1.0, 2.0), (2.0, 3.0), (3.0, 6.5)]);
+        assert_eq!(smoothed(&p, 1), p.to_vec());
+    }
 }
