@@ -76,7 +76,69 @@ pub fn response_text(r: &kiln_rollout::Rollout, include_stop: bool) -> String {
     text
 }
 
-/// Answers `examples` with `engine` and scores them.
+/// One scored response.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Answer {
+    /// What the verifier saw.
+    pub text: String,
+    pub correct: bool,
+    pub score: f64,
+    /// The answer the verifier read out of the response (majority votes count these).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extracted: Option<String>,
+    /// Response tokens.
+    pub tokens: usize,
+}
+
+/// Generates `params.n` responses to each of `examples` and scores them with `verifier`: the
+/// one routine behind every evaluation (during training, `kiln eval`, pass@k).
+pub fn answer(
+    engine: &Engine,
+    examples: &[Example],
+    verifier: &dyn Verifier,
+    params: &SamplingParams,
+    include_stop: bool,
+) -> Result<Vec<Vec<Answer>>> {
+    let tokenizer = engine
+        .tokenizer()
+        .ok_or_else(|| TrainError::recipe("eval", "the engine has no tokenizer"))?;
+    let prompts = examples
+        .iter()
+        .map(|e| encode_prompt(tokenizer, &e.prompt))
+        .collect::<Result<Vec<_>>>()?;
+    let groups = engine.generate(&prompts, params)?;
+    Ok(groups
+        .iter()
+        .zip(examples)
+        .map(|(g, e)| {
+            let items: Vec<_> = g
+                .rollouts
+                .iter()
+                .map(|r| {
+                    (
+                        response_text(r, include_stop),
+                        reward_reference(&e.reference),
+                    )
+                })
+                .collect();
+            let verdicts = score_batch(verifier, &items);
+            items
+                .into_iter()
+                .zip(verdicts)
+                .zip(&g.rollouts)
+                .map(|(((text, _), v), r)| Answer {
+                    text,
+                    correct: v.correct,
+                    score: v.score,
+                    extracted: v.extracted,
+                    tokens: r.response_ids.len(),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// Answers `examples` with `engine` (one response each, `params` otherwise) and scores them.
 pub fn evaluate(
     engine: &Engine,
     task: &str,
@@ -85,44 +147,31 @@ pub fn evaluate(
     params: &SamplingParams,
     include_stop: bool,
 ) -> Result<TaskEval> {
-    let tokenizer = engine
-        .tokenizer()
-        .ok_or_else(|| TrainError::recipe("eval", "the engine has no tokenizer"))?;
-    let prompts = examples
-        .iter()
-        .map(|e| encode_prompt(tokenizer, &e.prompt))
-        .collect::<Result<Vec<_>>>()?;
     let params = SamplingParams {
         n: 1,
         ..params.clone()
     };
-    let groups = engine.generate(&prompts, &params)?;
-    let mut items = Vec::with_capacity(examples.len());
-    let mut tokens = 0usize;
-    for (g, e) in groups.iter().zip(examples) {
-        let r = &g.rollouts[0];
-        tokens += r.response_ids.len();
-        items.push((
-            response_text(r, include_stop),
-            reward_reference(&e.reference),
-        ));
-    }
-    let verdicts = score_batch(verifier, &items);
-    let correct = verdicts.iter().filter(|v| v.correct).count();
-    let mean_reward = verdicts.iter().map(|v| v.score).sum::<f64>() / verdicts.len().max(1) as f64;
+    let answers: Vec<Answer> = answer(engine, examples, verifier, &params, include_stop)?
+        .into_iter()
+        .filter_map(|mut a| a.pop())
+        .collect();
+    let n = answers.len().max(1) as f64;
     Ok(TaskEval {
         task: task.to_string(),
         problems: examples.len(),
-        correct,
-        mean_reward,
-        mean_response_tokens: tokens as f64 / examples.len().max(1) as f64,
-        responses: items.into_iter().map(|(text, _)| text).collect(),
+        correct: answers.iter().filter(|a| a.correct).count(),
+        mean_reward: answers.iter().map(|a| a.score).sum::<f64>() / n,
+        mean_response_tokens: answers.iter().map(|a| a.tokens as f64).sum::<f64>() / n,
+        responses: answers.into_iter().map(|a| a.text).collect(),
     })
 }
 
 /// The unbiased pass@k estimator (Chen et al. 2021) of one problem with `n` samples of which
 /// `c` are correct: `1 - C(n - c, k) / C(n, k)`.
 pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {
+    if c == 0 {
+        return 0.0;
+    }
     if n - c < k {
         return 1.0;
     }
@@ -142,32 +191,11 @@ pub fn sampled_pass_at_k(
     k: usize,
     include_stop: bool,
 ) -> Result<f64> {
-    let tokenizer = engine
-        .tokenizer()
-        .ok_or_else(|| TrainError::recipe("eval", "the engine has no tokenizer"))?;
-    let prompts = examples
+    let answers = answer(engine, examples, verifier, params, include_stop)?;
+    let total: f64 = answers
         .iter()
-        .map(|e| encode_prompt(tokenizer, &e.prompt))
-        .collect::<Result<Vec<_>>>()?;
-    let groups = engine.generate(&prompts, params)?;
-    let mut total = 0.0;
-    for (g, e) in groups.iter().zip(examples) {
-        let items: Vec<_> = g
-            .rollouts
-            .iter()
-            .map(|r| {
-                (
-                    response_text(r, include_stop),
-                    reward_reference(&e.reference),
-                )
-            })
-            .collect();
-        let c = score_batch(verifier, &items)
-            .iter()
-            .filter(|v| v.correct)
-            .count();
-        total += pass_at_k(items.len(), c, k);
-    }
+        .map(|a| pass_at_k(a.len(), a.iter().filter(|x| x.correct).count(), k))
+        .sum();
     Ok(total / examples.len().max(1) as f64)
 }
 
@@ -184,5 +212,8 @@ mod tests {
         assert!((pass_at_k(10, 3, 1) - 0.3).abs() < 1e-12);
         // n = 4, c = 1, k = 2: 1 - C(3,2)/C(4,2) = 1 - 3/6.
         assert!((pass_at_k(4, 1, 2) - 0.5).abs() < 1e-12);
+        // No samples, or none correct: 0.
+        assert_eq!(pass_at_k(0, 0, 1), 0.0);
+        assert_eq!(pass_at_k(4, 0, 2), 0.0);
     }
 }

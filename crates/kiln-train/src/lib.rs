@@ -9,12 +9,15 @@
 //!   [`metrics`]: metrics.jsonl, TensorBoard event files and PNG plots.
 //! - [`reward_model`]: learned reward models and their scorer; [`rm_train`]: Bradley-Terry
 //!   reward-model training (`kiln rm-train`).
+//! - [`harness`]: the benchmark harness of `kiln eval` (pass@1, pass@k, maj@k, MATH levels and
+//!   subjects, resumable results files).
 //! - [`fault`]: fault injection (kill, NaN) at named points, for the reliability tests.
 
 pub mod checkpoint;
 pub mod error;
 pub mod eval;
 pub mod fault;
+pub mod harness;
 pub mod metrics;
 pub mod policy;
 pub mod recipe;

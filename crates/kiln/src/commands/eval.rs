@@ -1,13 +1,14 @@
 //! `kiln eval`: held-out accuracy of a model on a built-in task (greedy by default).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use kiln_data::{CountdownTemplate, MathTemplate};
 use kiln_model::{Model, parse_device};
 use kiln_rollout::{Engine, SamplingParams};
-use kiln_train::eval::evaluate;
+use kiln_train::harness::{HarnessParams, run_harness};
 use kiln_train::recipe::{DataSpec, Recipe, Split, TaskSection, VerifierKind};
 use kiln_train::tasks::TaskSet;
 
@@ -41,15 +42,21 @@ pub struct EvalArgs {
     pub model: String,
     #[arg(long, value_enum)]
     pub task: EvalTask,
-    /// Problems to evaluate (the first N of the set).
-    #[arg(long, default_value_t = 100)]
-    pub limit: usize,
+    /// Problems to evaluate (the first N of the set; default: all of it, 200 for arithmetic).
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Prompt template.
     #[arg(long, value_enum, default_value = "chat")]
     pub template: TemplateArg,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.0)]
+    /// Samples per problem for pass@k and maj@k (k = N); 0: greedy pass@1 only.
+    #[arg(long, default_value_t = 0)]
+    pub n: usize,
+    /// Temperature of the N samples (greedy pass@1 is always temperature 0).
+    #[arg(long, default_value_t = 0.6)]
     pub temperature: f32,
+    /// Nucleus mass of the N samples.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
     #[arg(long, default_value_t = 512)]
     pub max_new_tokens: usize,
     /// `flex` (CPU), `wgpu`, `cuda:N`.
@@ -57,7 +64,20 @@ pub struct EvalArgs {
     pub device: String,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Print one JSON object instead of a table.
+    /// Results file (JSONL, one finished problem per line): a stopped run continues from it
+    /// (default: runs/eval/<model>-<task>-<template>.jsonl).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Discard earlier results in the results file.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Problems per engine call (the samples depend on it, so a results file keeps it).
+    #[arg(long, default_value_t = 32)]
+    pub chunk: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Print one JSON object (the report) instead of Markdown tables.
     #[arg(long)]
     pub json: bool,
 }
@@ -76,7 +96,7 @@ fn recipe_for(args: &EvalArgs) -> anyhow::Result<Recipe> {
                 path: None,
                 template: math_t,
                 levels: None,
-                limit: Some(args.limit),
+                limit: args.limit,
             },
         ),
         EvalTask::Gsm8k => (
@@ -85,7 +105,7 @@ fn recipe_for(args: &EvalArgs) -> anyhow::Result<Recipe> {
                 split: Split::Test,
                 path: None,
                 template: math_t,
-                limit: Some(args.limit),
+                limit: args.limit,
             },
         ),
         EvalTask::Countdown => (
@@ -97,7 +117,7 @@ fn recipe_for(args: &EvalArgs) -> anyhow::Result<Recipe> {
                     TemplateArg::Chat => CountdownTemplate::Chat,
                     TemplateArg::Base | TemplateArg::Terse => CountdownTemplate::Base,
                 },
-                limit: Some(args.limit),
+                limit: args.limit,
             },
         ),
         EvalTask::Arithmetic => (
@@ -109,7 +129,7 @@ fn recipe_for(args: &EvalArgs) -> anyhow::Result<Recipe> {
                 allow_negative: false,
                 template: math_t,
                 stream: Some("kiln-train/arithmetic/eval".into()),
-                count: Some(args.limit as u64),
+                count: Some(args.limit.unwrap_or(200) as u64),
             },
         ),
     };
@@ -117,7 +137,7 @@ fn recipe_for(args: &EvalArgs) -> anyhow::Result<Recipe> {
         "name = \"eval\"\nseed = {}\n[model]\npath = {:?}\n[tasks]\n",
         args.seed, args.model
     ))?;
-    recipe.eval.limit = args.limit;
+    recipe.eval.limit = args.limit.unwrap_or(usize::MAX);
     recipe.tasks = BTreeMap::from([(
         "eval".to_string(),
         TaskSection {
@@ -133,56 +153,111 @@ fn recipe_for(args: &EvalArgs) -> anyhow::Result<Recipe> {
     Ok(recipe)
 }
 
+/// The settings that make two runs' per-problem results interchangeable (the results file's
+/// header): a change in any of them starts a new file.
+fn settings(args: &EvalArgs) -> serde_json::Value {
+    serde_json::json!({
+        "model": args.model,
+        "task": format!("{:?}", args.task).to_lowercase(),
+        "template": format!("{:?}", args.template).to_lowercase(),
+        "max_new_tokens": args.max_new_tokens,
+        "n": args.n,
+        // As written on the command line (f32 -> f64 would print 0.6000000238418579).
+        "temperature": args.temperature.to_string(),
+        "top_p": args.top_p.to_string(),
+        "seed": args.seed,
+        "chunk": args.chunk,
+    })
+}
+
+fn default_out(args: &EvalArgs) -> PathBuf {
+    let slug: String = args
+        .model
+        .trim_end_matches('/')
+        .rsplit('/')
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    PathBuf::from("runs/eval").join(format!(
+        "{slug}-{}-{}.jsonl",
+        format!("{:?}", args.task).to_lowercase(),
+        format!("{:?}", args.template).to_lowercase()
+    ))
+}
+
 pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
+    if args.n > 0 && (args.temperature.is_nan() || args.temperature <= 0.0) {
+        anyhow::bail!(
+            "--n {} samples need --temperature > 0 (greedy pass@1 is always computed)",
+            args.n
+        );
+    }
     let recipe = recipe_for(args)?;
     let tasks = TaskSet::from_recipe(&recipe)?;
     let device = parse_device(&args.device)?;
     let model =
         Model::load(&args.model, &device).with_context(|| format!("loading {}", args.model))?;
     let engine = Engine::from_model(&model);
-    let params = SamplingParams {
+    let greedy = SamplingParams {
         n: 1,
-        temperature: args.temperature,
+        temperature: 0.0,
         max_new_tokens: args.max_new_tokens,
         seed: args.seed,
         ..SamplingParams::default()
     };
+    let params = HarnessParams {
+        sampled: SamplingParams {
+            n: args.n,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            ..greedy.clone()
+        },
+        greedy,
+        include_stop: false,
+        chunk: args.chunk,
+    };
+    let out = args.out.clone().unwrap_or_else(|| default_out(args));
+    if args.fresh && out.exists() {
+        std::fs::remove_file(&out).with_context(|| format!("removing {}", out.display()))?;
+    }
     let task = &tasks.tasks[0];
-    let t0 = std::time::Instant::now();
-    let r = evaluate(
+    let name = format!("{:?}", args.task).to_lowercase();
+    let settings = settings(args);
+    let report = run_harness(
         &engine,
-        &format!("{:?}", args.task).to_lowercase(),
+        &name,
         &task.eval,
         task.verifier.as_ref(),
         &params,
-        false,
+        Some((&out, &settings)),
+        !args.quiet,
     )?;
-    let secs = t0.elapsed().as_secs_f64();
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "model": args.model,
-                "task": r.task,
-                "problems": r.problems,
-                "correct": r.correct,
-                "accuracy": r.accuracy(),
-                "mean_reward": r.mean_reward,
-                "mean_response_tokens": r.mean_response_tokens,
-                "seconds": secs,
-            })
-        );
+        let mut v = serde_json::to_value(&report)?;
+        v["model"] = serde_json::json!(args.model);
+        v["results"] = serde_json::json!(out);
+        println!("{v}");
     } else {
-        println!("| model | task | problems | accuracy | mean response tokens |");
-        println!("|---|---|---|---|---|");
-        println!(
-            "| {} | {} | {} | {:.1}% | {:.1} |",
-            args.model,
-            r.task,
-            r.problems,
-            100.0 * r.accuracy(),
-            r.mean_response_tokens
-        );
+        print!("{}", report.markdown(&args.model));
     }
+    eprintln!(
+        "{} problems ({} answered now, {:.0} s); per-problem results: {}",
+        report.overall.problems,
+        report.answered_now,
+        report.seconds,
+        out.display()
+    );
     Ok(())
 }
