@@ -25,8 +25,14 @@ pub fn fixture(name: &str) -> PathBuf {
     p
 }
 
+/// The device the parity tests run on: `$KILN_TEST_DEVICE` (`wgpu` in CI's second pass, over
+/// Mesa's software Vulkan driver; needs `--features wgpu`), else flex.
 pub fn device() -> Device {
-    Device::flex()
+    match std::env::var("KILN_TEST_DEVICE") {
+        Ok(d) => kiln_model::parse_device(&d)
+            .unwrap_or_else(|e| panic!("KILN_TEST_DEVICE={d}: {e}")),
+        Err(_) => Device::flex(),
+    }
 }
 
 /// A tiny fixture model (no tokenizer in those folders): config, network, RoPE tables.
