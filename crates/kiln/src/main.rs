@@ -17,10 +17,12 @@ enum Command {
     Train(commands::train::TrainArgs),
     /// Run only a recipe's [sft] stage and write the policy as a Hugging Face directory.
     Sft(commands::train::TrainArgs),
-    /// Train a reward model on preference pairs (Bradley-Terry loss) into a Hugging Face
-    /// `*ForSequenceClassification` directory that recipes' `reward_model` can use.
+    /// Train a reward model on preference pairs (Bradley-Terry loss).
+    ///
+    /// Writes a Hugging Face `*ForSequenceClassification` directory that a recipe's
+    /// `tasks.<name>.reward_model` can use (docs/reward-models.md).
     RmTrain(commands::rm_train::RmTrainArgs),
-    /// Held-out accuracy of a model on MATH-500, Countdown, GSM8K or arithmetic.
+    /// Benchmark a model on MATH-500, Countdown, GSM8K or arithmetic: pass@1, pass@k, maj@k.
     Eval(commands::eval::EvalArgs),
     /// Generate from a model: one prompt (streamed) or a JSONL file of prompts.
     Generate(commands::generate::GenerateArgs),

@@ -29,8 +29,9 @@ pub fn fixture(name: &str) -> PathBuf {
 /// Mesa's software Vulkan driver; needs `--features wgpu`), else flex.
 pub fn device() -> Device {
     match std::env::var("KILN_TEST_DEVICE") {
-        Ok(d) => kiln_model::parse_device(&d)
-            .unwrap_or_else(|e| panic!("KILN_TEST_DEVICE={d}: {e}")),
+        Ok(d) => {
+            kiln_model::parse_device(&d).unwrap_or_else(|e| panic!("KILN_TEST_DEVICE={d}: {e}"))
+        }
         Err(_) => Device::flex(),
     }
 }
