@@ -6,18 +6,29 @@
 //! rollout engine and tree branching need are [`KvCache::select_rows`] (copy rows, repeating a
 //! row to share a prompt's KV across samples), [`KvCache::truncate`] (keep a prefix) and
 //! [`KvCache::gather`] (rows of several caches, prefixes of different lengths, in one batch).
+//!
+//! Keys and values are written in place: each layer's tensors have room for `capacity` slots,
+//! of which the first `len()` are used. Decoding writes one slot per step into that room instead
+//! of concatenating a new, one-slot-longer tensor (which copied the whole cache every step).
+//! Attention runs over all `capacity` slots with the unused ones masked out. [`KvCache::reserve`]
+//! sets the room up front (the rollout engine reserves each batch's longest remaining budget);
+//! otherwise it doubles when full.
 
 use burn::prelude::*;
 use burn::tensor::TensorCreationOptions;
 
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    /// Per layer: keys and values `[batch, kv_heads, slots, head_dim]`, RoPE already applied.
+    /// Per layer: keys and values `[batch, kv_heads, capacity, head_dim]`, RoPE already applied.
+    /// `None` until the first forward call writes the layer.
     pub(crate) layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     /// Row-major `[batch, slots]`: true where the slot holds a real (non-pad) token.
     valid: Vec<bool>,
     batch: usize,
+    /// Slots in use (the same for every row).
     slots: usize,
+    /// Slots the layers' tensors have room for (>= `slots`).
+    capacity: usize,
 }
 
 impl KvCache {
@@ -27,7 +38,55 @@ impl KvCache {
             valid: Vec::new(),
             batch,
             slots: 0,
+            capacity: 0,
         }
+    }
+
+    /// Slots the cache has room for before it must grow.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Makes room for at least `additional` more slots. Growing copies the cache once; writes
+    /// into reserved room are in place.
+    pub fn reserve(&mut self, additional: usize) {
+        let needed = self.slots + additional;
+        if needed <= self.capacity {
+            return;
+        }
+        self.grow_to(needed);
+    }
+
+    /// Room for `additional` more slots, doubling the capacity when it must grow (decode loops
+    /// that never call [`KvCache::reserve`] copy the cache O(log n) times, not every step).
+    pub(crate) fn reserve_amortized(&mut self, additional: usize) {
+        let needed = self.slots + additional;
+        if needed <= self.capacity {
+            return;
+        }
+        let doubled = if self.slots == 0 {
+            0
+        } else {
+            2 * self.capacity
+        };
+        self.grow_to(needed.max(doubled));
+    }
+
+    fn grow_to(&mut self, capacity: usize) {
+        for layer in self.layers.iter_mut() {
+            if let Some((k, v)) = layer.take() {
+                let extend = |t: Tensor<4>| {
+                    let [b, h, cap, d] = t.dims();
+                    let room = Tensor::<4>::zeros(
+                        [b, h, capacity - cap, d],
+                        TensorCreationOptions::new(t.device()).with_dtype(t.dtype()),
+                    );
+                    Tensor::cat(vec![t, room], 2)
+                };
+                *layer = Some((extend(k), extend(v)));
+            }
+        }
+        self.capacity = capacity;
     }
 
     pub fn batch_size(&self) -> usize {
@@ -97,18 +156,15 @@ impl KvCache {
             valid,
             batch: rows.len(),
             slots: self.slots,
+            capacity: self.capacity,
         }
     }
 
-    /// Keeps the first `slots` slots of every row (a prefix), dropping the rest.
+    /// Keeps the first `slots` slots of every row (a prefix), dropping the rest. The dropped
+    /// slots become free room (masked out, overwritten by the next writes).
     pub fn truncate(&mut self, slots: usize) {
         if slots >= self.slots {
             return;
-        }
-        for layer in self.layers.iter_mut() {
-            if let Some((k, v)) = layer.take() {
-                *layer = Some((k.narrow(2, 0, slots), v.narrow(2, 0, slots)));
-            }
         }
         self.valid = (0..self.batch)
             .flat_map(|r| {
@@ -195,7 +251,7 @@ impl KvCache {
                     let whole =
                         rows.len() == cache.batch && rows.iter().enumerate().all(|(i, &r)| i == r);
                     let take = |t: &Tensor<4>| {
-                        let t = if *first > 0 || *end < cache.slots {
+                        let t = if *first > 0 || *end < t.dims()[2] {
                             t.clone().narrow(2, *first, len)
                         } else {
                             t.clone()
@@ -236,6 +292,7 @@ impl KvCache {
             valid,
             batch: parts.len(),
             slots: width,
+            capacity: width,
         }
     }
 
@@ -251,13 +308,15 @@ impl KvCache {
         self.slots += new;
     }
 
-    /// Validity of every slot before the call plus the `new` ones, `[batch, slots + new]`.
+    /// Validity of every slot of the layers' tensors once the `new` slots are written,
+    /// `[batch, capacity]`: the used slots, the `new` ones, then free room (never valid).
     pub(crate) fn valid_with(&self, new_valid: &[bool], new: usize) -> Vec<bool> {
-        let total = self.slots + new;
-        let mut out = Vec::with_capacity(self.batch * total);
+        let room = self.capacity.saturating_sub(self.slots + new);
+        let mut out = Vec::with_capacity(self.batch * (self.slots + new + room));
         for r in 0..self.batch {
             out.extend_from_slice(&self.valid[r * self.slots..(r + 1) * self.slots]);
             out.extend_from_slice(&new_valid[r * new..(r + 1) * new]);
+            out.extend(std::iter::repeat_n(false, room));
         }
         out
     }

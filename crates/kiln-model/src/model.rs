@@ -8,6 +8,7 @@
 use burn::module::Param;
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::prelude::*;
+use burn::tensor::TensorCreationOptions;
 use burn::tensor::activation::silu;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
@@ -55,6 +56,15 @@ pub struct CausalLm {
     pub lm_head: Option<Linear>,
 }
 
+/// One layer's part of a [`KvCache`] during a forward call.
+struct LayerCache<'a> {
+    /// Keys and values `[batch, kv_heads, capacity, head_dim]`; `None` before the first write.
+    kv: &'a mut Option<(Tensor<4>, Tensor<4>)>,
+    /// Slots already used: the new keys and values go right after them.
+    past: usize,
+    capacity: usize,
+}
+
 /// What one attention call needs besides the hidden states.
 struct AttentionInputs {
     cos: Tensor<4>,
@@ -71,13 +81,13 @@ impl Mlp {
 }
 
 impl SelfAttention {
-    /// `x`: `[batch, seq, hidden]`. With a cache slot, new keys/values are appended to it and
-    /// attention runs over every cached slot.
+    /// `x`: `[batch, seq, hidden]`. With a cache slot, new keys/values are written into it after
+    /// its `past` used slots and attention runs over all its slots (the mask hides the unused).
     fn forward(
         &self,
         x: Tensor<3>,
         inputs: &AttentionInputs,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<LayerCache<'_>>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -93,12 +103,25 @@ impl SelfAttention {
         let k = apply_rope(k.swap_dims(1, 2), &inputs.cos, &inputs.sin);
 
         let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((ck, cv)) => (Tensor::cat(vec![ck, k], 2), Tensor::cat(vec![cv, v], 2)),
-                    None => (k, v),
+            Some(LayerCache { kv, past, capacity }) => {
+                let (k, v) = match kv.take() {
+                    None if capacity == s => (k, v),
+                    stored => {
+                        let (ck, cv) = stored.unwrap_or_else(|| {
+                            let room = || {
+                                Tensor::<4>::zeros(
+                                    [b, kvh, capacity, hd],
+                                    TensorCreationOptions::new(k.device()).with_dtype(k.dtype()),
+                                )
+                            };
+                            (room(), room())
+                        });
+                        // In place: the cache holds the only reference to its tensors here.
+                        let at = [0..b, 0..kvh, past..past + s, 0..hd];
+                        (ck.slice_assign(at.clone(), k), cv.slice_assign(at, v))
+                    }
                 };
-                *slot = Some((k.clone(), v.clone()));
+                *kv = Some((k.clone(), v.clone()));
                 (k, v)
             }
             None => (k, v),
@@ -138,7 +161,7 @@ impl DecoderLayer {
         &self,
         x: Tensor<3>,
         inputs: &AttentionInputs,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<LayerCache<'_>>,
     ) -> Tensor<3> {
         let attn = self
             .self_attn
@@ -213,11 +236,12 @@ impl CausalLm {
             tokens.batch
         );
         let device = self.device();
+        cache.reserve_amortized(tokens.seq);
         let start = cache.next_positions();
         let positions = tokens.position_ids(Some(&start));
         let (cos, sin) = rope.tables(&positions, tokens.batch, tokens.seq, &device);
         let new_valid = tokens.valid();
-        let past = cache.len();
+        let (past, capacity) = (cache.len(), cache.capacity());
         let all_valid = cache.valid_with(&new_valid, tokens.seq);
         let mask = if all_valid.iter().all(|&v| v) {
             None
@@ -232,7 +256,8 @@ impl CausalLm {
         };
         let inputs = AttentionInputs { cos, sin, mask };
         let mut x = self.embed(tokens, &device);
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let slot = LayerCache { kv, past, capacity };
             x = layer.forward(x, &inputs, Some(slot));
         }
         cache.extend_valid(&new_valid, tokens.seq);
@@ -268,9 +293,9 @@ impl CausalLm {
     }
 }
 
-/// The boolean attention mask `[batch, 1, seq, past + seq]` (true = masked) for `seq` new
-/// queries over `past + seq` keys: a key is visible when it is a real token and not in the
-/// future of the query.
+/// The boolean attention mask `[batch, 1, seq, keys]` (true = masked) for `seq` new queries
+/// over the keys whose validity `valid` holds (`[batch, keys]`, keys >= past + seq): a key is
+/// visible when it is a real token and not in the future of the query.
 fn attention_mask(
     valid: &[bool],
     batch: usize,
@@ -278,8 +303,9 @@ fn attention_mask(
     past: usize,
     device: &Device,
 ) -> Tensor<4, Bool> {
-    let keys = past + seq;
-    debug_assert_eq!(valid.len(), batch * keys);
+    // Keys: the `past` slots, the `seq` new ones, then any free room of a cache.
+    let keys = valid.len() / batch.max(1);
+    debug_assert!(keys >= past + seq && valid.len() == batch * keys);
     let mut mask = Vec::with_capacity(batch * seq * keys);
     for r in 0..batch {
         let row = &valid[r * keys..(r + 1) * keys];

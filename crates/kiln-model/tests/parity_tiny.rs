@@ -176,6 +176,45 @@ fn kv_cache_paths_agree_with_full_forward() {
     }
 }
 
+/// Keys and values are written in place into reserved room: a cache with room reserved up front
+/// keeps its capacity through the decode steps and gives the logits of one that grows on demand;
+/// gathering rows of a cache with free room copies only the used slots.
+#[test]
+fn reserved_kv_room_is_written_in_place_with_the_same_logits() {
+    use kiln_model::KvCache;
+    let (_, net, rope) = tiny_model("tiny-llama");
+    let prompts = vec![vec![3u32, 4, 5, 6, 7], vec![8u32, 9]];
+    let prefill = TokenBatch::padded(&prompts, 0, Padding::Left).unwrap();
+    let mut grown = net.new_cache(2);
+    let mut reserved = net.new_cache(2);
+    reserved.reserve(prefill.seq + 4);
+    assert_eq!(reserved.capacity(), 9);
+    let a = to_vec(net.forward_cached(&rope, &prefill, &mut grown));
+    let b = to_vec(net.forward_cached(&rope, &prefill, &mut reserved));
+    assert!(max_abs_diff(&b, &a.iter().map(|&x| x as f64).collect::<Vec<_>>()) < 1e-6);
+    for t in 0..4u32 {
+        let step = TokenBatch::new(&[vec![10 + t], vec![20 + t]]).unwrap();
+        let a = to_vec(net.forward_cached(&rope, &step, &mut grown));
+        let b = to_vec(net.forward_cached(&rope, &step, &mut reserved));
+        let a: Vec<f64> = a.iter().map(|&x| x as f64).collect();
+        assert!(max_abs_diff(&b, &a) < 1e-6, "step {t}");
+        assert_eq!(
+            reserved.capacity(),
+            9,
+            "reserved room was reallocated at step {t}"
+        );
+    }
+    assert_eq!(reserved.len(), 9);
+    // Growing on demand doubles: 5 prefill slots, then 10, enough for the 4 steps.
+    assert_eq!(grown.capacity(), 10);
+    // Truncated slots become room again; gather keeps only the used slots.
+    reserved.truncate(6);
+    assert_eq!((reserved.len(), reserved.capacity()), (6, 9));
+    let g = KvCache::gather(&[(&grown, 1, 9), (&reserved, 0, 6)]);
+    // Row 1 of `grown` drops its 3 pad slots: 6 real slots, as row 0 of `reserved` has.
+    assert_eq!((g.len(), g.capacity()), (6, 6));
+}
+
 /// `KvCache::gather` puts rows of different caches, cut at different lengths, into one batch
 /// (right-aligned, left-padded with empty slots): each row continues exactly as a fresh prefill
 /// of its own prefix would.

@@ -147,6 +147,7 @@ mod tests {
         // with the reason, although the answer is right.
         let m = crate::MathVerifier {
             budget: Duration::ZERO,
+            ..Default::default()
         };
         let v = m.score("\\boxed{\\frac{1}{2}}", &Reference::text("0.5"));
         assert_eq!(v.score, 0.0);

@@ -49,7 +49,7 @@ pub use batch::{BatchOptions, score_batch, score_batch_with};
 pub use countdown::CountdownVerifier;
 pub use gsm8k::Gsm8kVerifier;
 pub use instructions::InstructionVerifier;
-pub use math::MathVerifier;
+pub use math::{AnswerExtraction, MathVerifier};
 pub use shaping::{Combined, FormatReward, OverlongPenalty};
 
 /// What a response is checked against.

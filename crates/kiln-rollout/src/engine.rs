@@ -419,7 +419,7 @@ impl<'a> Engine<'a> {
             let wave = &order[start..end];
             start = end;
             let rows: Vec<Vec<u32>> = wave.iter().map(|&i| prompts[i].clone()).collect();
-            let (pcache, plogits) = self.prefill(&rows)?;
+            let (pcache, plogits) = self.prefill(&rows, params.max_new_tokens)?;
             let shared: Vec<Arc<Vec<u32>>> = rows.into_iter().map(Arc::new).collect();
             let mut all_rows = Vec::with_capacity(wave.len() * params.n);
             for (j, &pi) in wave.iter().enumerate() {
@@ -821,12 +821,13 @@ impl<'a> Engine<'a> {
             .map_err(|e| RolloutError::Config(format!("reading logits: {e:?}")))
     }
 
-    /// Prefills `prompts` (left-padded) into a fresh cache; returns it with the logits `[P, V]`
-    /// of each prompt's last position.
-    fn prefill(&self, prompts: &[Vec<u32>]) -> Result<(KvCache, Vec<f32>)> {
+    /// Prefills `prompts` (left-padded) into a fresh cache with room for `room` more slots;
+    /// returns it with the logits `[P, V]` of each prompt's last position.
+    fn prefill(&self, prompts: &[Vec<u32>], room: usize) -> Result<(KvCache, Vec<f32>)> {
         let p = prompts.len();
         let mut cache = self.net.new_cache(p);
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        cache.reserve(longest + room);
         if longest > 1 {
             // Everything but the last token: trunk only (the stub head's logits are ignored).
             let seq = longest - 1;
@@ -1022,6 +1023,14 @@ impl<'a> Engine<'a> {
                 mask: None,
                 positions: None,
             };
+            // Room for the longest remaining budget: the decode steps then write in place.
+            let budget = rows
+                .iter()
+                .flatten()
+                .map(|r| r.cap - r.response.len() + 1)
+                .max()
+                .unwrap_or(1);
+            cache.reserve(budget);
             let out = self.net.forward_cached(&self.rope, &step, &mut cache);
             logits = self.read_logits(out)?;
             self.count(|s| {

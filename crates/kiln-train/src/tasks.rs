@@ -10,10 +10,12 @@ use kiln_data::{
     InstructionGenerator, JsonlLoader, MixSource, Phase, PhaseLength, PromptTemplate, Schedule,
     ScheduleState, default_data_dir, derive_seed,
 };
-use kiln_reward::{CountdownVerifier, Gsm8kVerifier, InstructionVerifier, MathVerifier, Verifier};
+use kiln_reward::{
+    AnswerExtraction, CountdownVerifier, Gsm8kVerifier, InstructionVerifier, MathVerifier, Verifier,
+};
 
 use crate::error::{Result, TrainError};
-use crate::recipe::{DataSpec, Recipe, Split, TaskSection, VerifierKind};
+use crate::recipe::{DataSpec, MathAnswer, Recipe, Split, TaskSection, VerifierKind};
 
 /// One task: name (= domain), training source, held-out examples, verifier.
 pub struct Task {
@@ -143,7 +145,10 @@ fn verifier(section: &TaskSection) -> Box<dyn Verifier> {
             format_score: section.format_score,
             ..CountdownVerifier::default()
         }),
-        VerifierKind::Math => Box::new(MathVerifier::default()),
+        VerifierKind::Math => Box::new(MathVerifier::with_extraction(match section.math_answer {
+            MathAnswer::Boxed => AnswerExtraction::Boxed,
+            MathAnswer::Lenient => AnswerExtraction::Lenient,
+        })),
         VerifierKind::Gsm8k => Box::new(Gsm8kVerifier::default()),
         VerifierKind::Instructions => Box::new(InstructionVerifier::default()),
     }

@@ -106,3 +106,59 @@ fn eval_limit_mode_on_math500_reports_and_resumes() {
     ]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--fresh"));
 }
+
+/// `--answer lenient` reads answers that are not boxed (the greedy answer of every problem is
+/// recorded with what was extracted) and keeps its results apart; arguments that cannot work are
+/// refused before the model loads.
+#[test]
+fn lenient_answers_and_argument_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("lenient.jsonl");
+    let o = kiln(&[
+        "eval",
+        "--model",
+        "smollm2",
+        "--task",
+        "math500",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "24",
+        "--answer",
+        "lenient",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    let header: Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+    assert_eq!(header["settings"]["answer"], "lenient", "{header}");
+    for line in lines {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let greedy = &record["greedy"];
+        let response = greedy["text"].as_str().unwrap();
+        // Whatever the 24 tokens say, a response holding a digit has a lenient answer.
+        if response.chars().any(|c| c.is_ascii_digit()) {
+            assert!(greedy["extracted"].is_string(), "{record}");
+        }
+    }
+    for (args, needle) in [
+        (
+            &["--task", "countdown", "--answer", "lenient"][..],
+            "math500 only",
+        ),
+        (&["--task", "math500", "--limit", "0"][..], "--limit 0"),
+    ] {
+        let mut all = vec!["eval", "--model", "smollm2"];
+        all.extend_from_slice(args);
+        let o = kiln(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && err.contains(needle),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -23,12 +23,36 @@ pub const MAX_ANSWER_LEN: usize = 2_000;
 #[derive(Clone, Debug)]
 pub struct MathVerifier {
     pub budget: Duration,
+    /// Which part of a response is its answer.
+    pub extraction: AnswerExtraction,
+}
+
+/// How [`MathVerifier`] finds a response's answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AnswerExtraction {
+    /// The last `\boxed{}` only (verl's rule; the default for training).
+    #[default]
+    Boxed,
+    /// [`extract::lenient_answer`]: a box, else "the answer is X", else the last number. For
+    /// evaluating models that were never taught to box their answers.
+    Lenient,
 }
 
 impl Default for MathVerifier {
     fn default() -> Self {
         MathVerifier {
             budget: budget::DEFAULT_BUDGET,
+            extraction: AnswerExtraction::Boxed,
+        }
+    }
+}
+
+impl MathVerifier {
+    /// The default verifier reading answers with `extraction`.
+    pub fn with_extraction(extraction: AnswerExtraction) -> Self {
+        MathVerifier {
+            extraction,
+            ..MathVerifier::default()
         }
     }
 }
@@ -100,10 +124,18 @@ impl MathVerifier {
             } else {
                 reference.to_string()
             };
-            let Some(pred) = extract::last_boxed(response) else {
+            let pred = match self.extraction {
+                AnswerExtraction::Boxed => extract::last_boxed(response),
+                AnswerExtraction::Lenient => extract::lenient_answer(response),
+            };
+            let Some(pred) = pred else {
+                let why = match self.extraction {
+                    AnswerExtraction::Boxed => "no \\boxed{} answer",
+                    AnswerExtraction::Lenient => "no answer (no box, \"answer is\" or number)",
+                };
                 return Verdict::new(0.0, false)
                     .with_part("math", 0.0)
-                    .with_error("no \\boxed{} answer");
+                    .with_error(why);
             };
             let ok = is_equiv(&pred, &gold);
             let mut v = Verdict::new(if ok { 1.0 } else { 0.0 }, ok);

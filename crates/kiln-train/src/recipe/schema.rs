@@ -112,6 +112,11 @@ pub struct TaskSection {
     /// Countdown only: the score of a well-formed but wrong answer (TinyZero: 0.1).
     #[serde(default = "defaults::format_score")]
     pub format_score: f64,
+    /// MATH only: how the answer is read from a response. `boxed` (default): the last
+    /// `\boxed{}`, as verl does. `lenient`: a box, else "the answer is X", else the last number
+    /// (for evaluating models never taught to box their answers).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub math_answer: MathAnswer,
     /// Training prompts.
     pub train: DataSpec,
     /// Held-out prompts for `eval/<task>/accuracy` (none: the task is not evaluated).
@@ -142,6 +147,15 @@ pub struct RewardModelSpec {
     /// Sequences per reward-model forward pass.
     #[serde(default = "defaults::rm_batch_size")]
     pub batch_size: usize,
+}
+
+/// `tasks.<name>.math_answer`: see [`TaskSection::math_answer`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MathAnswer {
+    #[default]
+    Boxed,
+    Lenient,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -273,6 +273,12 @@ fn task(key: &str, t: &TaskSection, p: &mut Problems) {
         "must be finite",
     );
     p.non_negative(&format!("{key}.verifier_weight"), t.verifier_weight);
+    p.check(
+        t.math_answer == MathAnswer::Boxed || t.verifier == VerifierKind::Math,
+        &format!("{key}.math_answer"),
+        "lenient",
+        "only applies to verifier = \"math\"",
+    );
     if let Some(rm) = &t.reward_model {
         p.check(
             rm.weight.is_finite(),

@@ -9,7 +9,7 @@ use kiln_data::{CountdownTemplate, MathTemplate};
 use kiln_model::{Model, parse_device};
 use kiln_rollout::{Engine, SamplingParams};
 use kiln_train::harness::{HarnessParams, run_harness};
-use kiln_train::recipe::{DataSpec, Recipe, Split, TaskSection, VerifierKind};
+use kiln_train::recipe::{DataSpec, MathAnswer, Recipe, Split, TaskSection, VerifierKind};
 use kiln_train::tasks::TaskSet;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -32,6 +32,12 @@ pub enum TemplateArg {
     Base,
     /// The bare expression "47 + 38 =" (arithmetic only; the quickstart's format).
     Terse,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AnswerArg {
+    Boxed,
+    Lenient,
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +65,11 @@ pub struct EvalArgs {
     pub top_p: f32,
     #[arg(long, default_value_t = 512)]
     pub max_new_tokens: usize,
+    /// MATH-500: how an answer is read. `boxed`: the last \boxed{} (verl's rule, as in
+    /// training); `lenient`: a box, else "the answer is X", else the last number (for models
+    /// never taught to box; results go to a separate file).
+    #[arg(long, value_enum, default_value = "boxed")]
+    pub answer: AnswerArg,
     /// `flex` (CPU), `wgpu`, `cuda:N`.
     #[arg(long, default_value = "flex")]
     pub device: String,
@@ -148,6 +159,10 @@ fn recipe_for(args: &EvalArgs) -> anyhow::Result<Recipe> {
             eval: Some(eval),
             verifier_weight: 1.0,
             reward_model: None,
+            math_answer: match args.answer {
+                AnswerArg::Boxed => MathAnswer::Boxed,
+                AnswerArg::Lenient => MathAnswer::Lenient,
+            },
         },
     )]);
     Ok(recipe)
@@ -156,7 +171,7 @@ fn recipe_for(args: &EvalArgs) -> anyhow::Result<Recipe> {
 /// The settings that make two runs' per-problem results interchangeable (the results file's
 /// header): a change in any of them starts a new file.
 fn settings(args: &EvalArgs) -> serde_json::Value {
-    serde_json::json!({
+    let mut settings = serde_json::json!({
         "model": args.model,
         "task": format!("{:?}", args.task).to_lowercase(),
         "template": format!("{:?}", args.template).to_lowercase(),
@@ -167,7 +182,12 @@ fn settings(args: &EvalArgs) -> serde_json::Value {
         "top_p": args.top_p.to_string(),
         "seed": args.seed,
         "chunk": args.chunk,
-    })
+    });
+    // Only when lenient, so that results files made before the option stay valid.
+    if args.answer == AnswerArg::Lenient {
+        settings["answer"] = "lenient".into();
+    }
+    settings
 }
 
 fn default_out(args: &EvalArgs) -> PathBuf {
@@ -191,9 +211,14 @@ fn default_out(args: &EvalArgs) -> PathBuf {
         })
         .collect();
     PathBuf::from("runs/eval").join(format!(
-        "{slug}-{}-{}.jsonl",
+        "{slug}-{}-{}{}.jsonl",
         format!("{:?}", args.task).to_lowercase(),
-        format!("{:?}", args.template).to_lowercase()
+        format!("{:?}", args.template).to_lowercase(),
+        if args.answer == AnswerArg::Lenient {
+            "-lenient"
+        } else {
+            ""
+        }
     ))
 }
 
@@ -203,6 +228,12 @@ pub fn run(args: &EvalArgs) -> anyhow::Result<()> {
             "--n {} samples need --temperature > 0 (greedy pass@1 is always computed)",
             args.n
         );
+    }
+    if args.answer == AnswerArg::Lenient && !matches!(args.task, EvalTask::Math500) {
+        anyhow::bail!("--answer lenient applies to --task math500 only");
+    }
+    if args.limit == Some(0) {
+        anyhow::bail!("--limit 0 evaluates nothing: give at least 1 (or leave it out for all)");
     }
     let recipe = recipe_for(args)?;
     let tasks = TaskSet::from_recipe(&recipe)?;
