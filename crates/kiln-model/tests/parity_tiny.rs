@@ -191,13 +191,17 @@ fn reserved_kv_room_is_written_in_place_with_the_same_logits() {
     assert_eq!(reserved.capacity(), 9);
     let a = to_vec(net.forward_cached(&rope, &prefill, &mut grown));
     let b = to_vec(net.forward_cached(&rope, &prefill, &mut reserved));
-    assert!(max_abs_diff(&b, &a.iter().map(|&x| x as f64).collect::<Vec<_>>()) < 1e-6);
+    // The bound of the other cache tests: on GPU backends attention over a longer, masked key
+    // range sums in another order.
+    let err = max_abs_diff(&b, &a.iter().map(|&x| x as f64).collect::<Vec<_>>());
+    assert!(err < 1e-5, "prefill: {err}");
     for t in 0..4u32 {
         let step = TokenBatch::new(&[vec![10 + t], vec![20 + t]]).unwrap();
         let a = to_vec(net.forward_cached(&rope, &step, &mut grown));
         let b = to_vec(net.forward_cached(&rope, &step, &mut reserved));
         let a: Vec<f64> = a.iter().map(|&x| x as f64).collect();
-        assert!(max_abs_diff(&b, &a) < 1e-6, "step {t}");
+        let err = max_abs_diff(&b, &a);
+        assert!(err < 1e-5, "step {t}: {err}");
         assert_eq!(
             reserved.capacity(),
             9,
