@@ -14,18 +14,20 @@ fn kiln(args: &[&str]) -> std::process::Output {
         .expect("running kiln")
 }
 
+/// `kiln eval --model smollm2 --task math500` with `args` after it.
+fn eval_math500(args: &[&str]) -> std::process::Output {
+    let mut all = vec!["eval", "--model", "smollm2", "--task", "math500"];
+    all.extend_from_slice(args);
+    kiln(&all)
+}
+
 #[test]
 fn eval_limit_mode_on_math500_reports_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("math500.jsonl");
     let out_s = out.to_str().unwrap();
     let run = |limit: &str| {
-        let o = kiln(&[
-            "eval",
-            "--model",
-            "smollm2",
-            "--task",
-            "math500",
+        let o = eval_math500(&[
             "--limit",
             limit,
             "--max-new-tokens",
@@ -74,24 +76,9 @@ fn eval_limit_mode_on_math500_reports_and_resumes() {
     let lines = std::fs::read_to_string(&out).unwrap().lines().count();
     assert_eq!(lines, 1 + 4, "a header and one line per problem");
     // Samples need a temperature; a different setting is refused for this results file.
-    let o = kiln(&[
-        "eval",
-        "--model",
-        "smollm2",
-        "--task",
-        "math500",
-        "--n",
-        "2",
-        "--temperature",
-        "0",
-    ]);
+    let o = eval_math500(&["--n", "2", "--temperature", "0"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("--temperature"));
-    let o = kiln(&[
-        "eval",
-        "--model",
-        "smollm2",
-        "--task",
-        "math500",
+    let o = eval_math500(&[
         "--limit",
         "2",
         "--max-new-tokens",
@@ -114,12 +101,7 @@ fn eval_limit_mode_on_math500_reports_and_resumes() {
 fn lenient_answers_and_argument_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("lenient.jsonl");
-    let o = kiln(&[
-        "eval",
-        "--model",
-        "smollm2",
-        "--task",
-        "math500",
+    let o = eval_math500(&[
         "--limit",
         "2",
         "--max-new-tokens",
