@@ -27,11 +27,10 @@ chat-ppo-tre:
 eval model task *args:
     cargo run --release -p kiln -- eval --model {{model}} --task {{task}} {{args}}
 
-# The benchmarks that exist so far (forward, rollout, train step), each beside PyTorch/transformers.
+# Every speed benchmark (forward, score, rollouts, GRPO step), kiln beside PyTorch/transformers in
+# one run: one table with the ratios (PYTHON=... the interpreter with benchmarks/reference deps).
 bench:
-    bash benchmarks/forward.sh 8 256
-    bash benchmarks/rollout.sh
-    bash benchmarks/train.sh 8 320
+    bash benchmarks/bench.sh
 
 # Generate from a model: just generate smollm2 "What is 17 + 25?"
 generate model prompt *args:

@@ -11,8 +11,8 @@
 //! of which the first `len()` are used. Decoding writes one slot per step into that room instead
 //! of concatenating a new, one-slot-longer tensor (which copied the whole cache every step).
 //! Attention runs over all `capacity` slots with the unused ones masked out. [`KvCache::reserve`]
-//! sets the room up front (the rollout engine reserves each batch's longest remaining budget);
-//! otherwise it doubles when full.
+//! sets the room up front (the rollout engine reserves up to 64 slots at a time, see its
+//! `KV_ROOM_STEP`); otherwise it doubles when full.
 
 use burn::prelude::*;
 use burn::tensor::TensorCreationOptions;

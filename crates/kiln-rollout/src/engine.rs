@@ -42,6 +42,12 @@ use crate::sampler::{Draw, row_rng, sample};
 /// one prefill.
 pub const DEFAULT_MAX_BATCH_TOKENS: usize = 32 * 1024;
 
+/// KV-cache room is reserved this many slots at a time (or the remaining budget, if smaller).
+/// Decode steps write into the room in place, and attention runs over all of it with the unused
+/// slots masked: reserving a whole 512-token budget up front made early steps attend over
+/// hundreds of empty slots; 64 at a time costs one cache copy per 64 steps instead.
+const KV_ROOM_STEP: usize = 64;
+
 /// Why a response ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -827,7 +833,7 @@ impl<'a> Engine<'a> {
         let p = prompts.len();
         let mut cache = self.net.new_cache(p);
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        cache.reserve(longest + room);
+        cache.reserve(longest + room.min(KV_ROOM_STEP));
         if longest > 1 {
             // Everything but the last token: trunk only (the stub head's logits are ignored).
             let seq = longest - 1;
@@ -1023,14 +1029,14 @@ impl<'a> Engine<'a> {
                 mask: None,
                 positions: None,
             };
-            // Room for the longest remaining budget: the decode steps then write in place.
+            // Room for the next steps of the longest remaining budget, so that they write in place.
             let budget = rows
                 .iter()
                 .flatten()
                 .map(|r| r.cap - r.response.len() + 1)
                 .max()
                 .unwrap_or(1);
-            cache.reserve(budget);
+            cache.reserve(budget.min(KV_ROOM_STEP));
             let out = self.net.forward_cached(&self.rope, &step, &mut cache);
             logits = self.read_logits(out)?;
             self.count(|s| {

@@ -367,16 +367,22 @@ pub fn train_reward_model(recipe: &RmRecipe, options: &RmOptions) -> Result<RmRe
         .map_err(|e| TrainError::recipe("device", e.to_string()))?
         .autodiff();
     let dir = recipe.run_dir();
-    if options.overwrite && dir.join(crate::metrics::METRICS_FILE).exists() {
-        std::fs::remove_file(dir.join(crate::metrics::METRICS_FILE))
-            .map_err(TrainError::io(&dir))?;
+    let metrics_file = dir.join(crate::metrics::METRICS_FILE);
+    if !options.overwrite && std::fs::metadata(&metrics_file).is_ok_and(|m| m.len() > 0) {
+        // Before the slow loads: the same refusal MetricsSink::create gives below.
+        return Err(crate::metrics::MetricsError::ExistingRun { path: metrics_file }.into());
     }
-    let mut sink = MetricsSink::create(&dir, None)?;
     let mut rm = load_trunk(recipe, &device)?;
     let train = load_pairs(&recipe.data.train, recipe.seed, "train", "data.train")?;
     let eval = load_pairs(&recipe.data.eval, recipe.seed, "eval", "data.eval")?;
     let train = encode_all(&rm, &train, "data.train")?;
     let eval = encode_all(&rm, &eval, "data.eval")?;
+    // The run directory is touched only once the model and the pairs are known good, so a
+    // failed start neither leaves an empty run behind nor deletes an earlier run's metrics.
+    if options.overwrite && metrics_file.exists() {
+        std::fs::remove_file(&metrics_file).map_err(TrainError::io(&dir))?;
+    }
+    let mut sink = MetricsSink::create(&dir, None)?;
     let t = &recipe.train;
     let micro = t.micro_batch_size.unwrap_or(t.batch_size).min(t.batch_size);
     let settings = AdamWSettings {

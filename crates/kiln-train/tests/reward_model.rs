@@ -275,6 +275,8 @@ fn rm_recipes_and_reward_models_fail_with_named_errors() {
         e.contains("train.jsonl") && e.contains("line 1") && e.contains("rejected"),
         "{e}"
     );
+    // A failed start leaves no run directory behind.
+    assert!(!tmp.path().join("run").exists());
     // A causal LM is not a reward model; a missing directory says how to make one.
     let e = RewardModel::load(&shared().join("fixtures/tiny-llama"), &Device::flex())
         .unwrap_err()

@@ -4,6 +4,29 @@ mod commands;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc's malloc. A training step frees and allocates gigabytes of
+/// activations; glibc hands large blocks back to the OS (munmap) at once, so every step faulted
+/// them in again and the kernel zeroed each page: a quarter of a SmolLM2 step in `perf`, ~10%
+/// of a decode step (docs/benchmarks.md). See [`keep_freed_memory`].
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc's `mi_option_purge_delay` (mimalloc.h, `mi_option_e`), which `libmimalloc-sys`
+/// does not name.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Tells mimalloc never to return freed memory to the OS (purge delay -1). With its default
+/// (10 ms), or even 1 s, a training step took longer than with glibc. Resident memory stays at
+/// the run's peak instead, which a training or rollout loop needs again at its next step
+/// anyway. mimalloc's own `MIMALLOC_PURGE_DELAY` (milliseconds) still wins when set.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
+    // SAFETY: sets one integer option; mimalloc reads options atomically.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about = "RL post-training for LLM reasoning", long_about = None)]
 struct Cli {
@@ -40,6 +63,7 @@ enum Command {
 }
 
 fn main() {
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

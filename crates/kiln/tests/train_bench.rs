@@ -1,6 +1,7 @@
-//! `kiln bench train` end to end on a tiny random Llama (the tiny-arith config, written once as
-//! a Hugging Face directory): the JSON report of one timed step, with and without gradient
-//! surgery across domains, and the errors for impossible shapes.
+//! `kiln bench train` and `kiln bench score` end to end on a tiny random Llama (the tiny-arith
+//! config, written once as a Hugging Face directory): the JSON report of one timed step, with
+//! and without gradient surgery across domains, the scored log-probs, and the errors for
+//! impossible shapes.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -141,4 +142,60 @@ fn train_bench_rejects_impossible_shapes() {
         assert!(!out.status.success(), "{args:?} should fail");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+/// `kiln bench score` on the same tiny model: `extra` adds flags to 4 rows x 24 tokens.
+fn score_report(model: &Path, extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["bench", "score", "--model"])
+        .arg(model)
+        .args(["--batch", "4", "--seq", "24", "--prompt-len", "8"])
+        .args(["--iters", "1", "--threads", "1", "--json"])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("running kiln");
+    assert!(
+        out.status.success(),
+        "{:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+#[test]
+fn score_bench_reports_log_probs_independent_of_batching() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let whole = score_report(&model, &["--micro-batch", "4"]);
+    for key in ["step_s", "peak_rss_mb", "tokens_per_s"] {
+        assert!(num(&whole, key) > 0.0, "{key} in {whole}");
+    }
+    assert!((num(&whole, "tokens_per_s") * num(&whole, "step_s") - 96.0).abs() < 1e-6);
+    // 4 rows x 16 response tokens, each log-prob below 0 and above log(1e-12).
+    let sum = num(&whole, "logp_sum");
+    assert!(sum < 0.0 && sum > 64.0 * (1e-12f64).ln(), "{whole}");
+    // Rows scored one at a time, or with entropies, give the same log-probs.
+    let single = score_report(&model, &["--micro-batch", "1"]);
+    let with_entropy = score_report(&model, &["--micro-batch", "4", "--entropy"]);
+    for other in [&single, &with_entropy] {
+        assert!(
+            (num(other, "logp_sum") - sum).abs() < 1e-3,
+            "{other} vs {whole}"
+        );
+    }
+    // A row without a response token is refused, naming the flags.
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["bench", "score", "--model"])
+        .arg(&model)
+        .args(["--seq", "8", "--prompt-len", "8"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--seq 8") && err.contains("--prompt-len 8"),
+        "{err}"
+    );
 }

@@ -12,6 +12,9 @@ pub enum BenchCommand {
     Rollout(super::rollout_bench::RolloutBenchArgs),
     /// One GRPO update, timed: forward+backward, gradient surgery, optimizer; tokens/s, peak RSS.
     Train(super::train_bench::TrainBenchArgs),
+    /// Scoring without autodiff (old / reference log-probs of the response tokens); tokens/s,
+    /// peak RSS.
+    Score(super::score_bench::ScoreBenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -38,6 +41,7 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Forward(args) => forward(args),
         BenchCommand::Rollout(args) => super::rollout_bench::run(args),
         BenchCommand::Train(args) => super::train_bench::run(args),
+        BenchCommand::Score(args) => super::score_bench::run(args),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod plot;
 pub mod rm_train;
 pub mod rollout_bench;
 pub mod score;
+pub mod score_bench;
 pub mod train;
 pub mod train_bench;
 

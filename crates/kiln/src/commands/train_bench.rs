@@ -112,7 +112,12 @@ fn draw(seed: u64, stream: u64, i: u64) -> u64 {
 }
 
 /// Token rows (`seq` ids below `vocab` each) and one advantage in [-1, 1) per row.
-fn synthetic_rows(seed: u64, batch: usize, seq: usize, vocab: usize) -> (Vec<Vec<u32>>, Vec<f32>) {
+pub(crate) fn synthetic_rows(
+    seed: u64,
+    batch: usize,
+    seq: usize,
+    vocab: usize,
+) -> (Vec<Vec<u32>>, Vec<f32>) {
     let rows = (0..batch)
         .map(|b| {
             (0..seq)
@@ -126,7 +131,7 @@ fn synthetic_rows(seed: u64, batch: usize, seq: usize, vocab: usize) -> (Vec<Vec
     (rows, adv)
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     let n = s.len();
