@@ -28,7 +28,15 @@ record() { $PYTHON -c 'import json,sys; d=json.loads(sys.argv[3]); d["bench"]=sy
 pair() {
   echo "running $1" >&2
   record "$1" kiln "$($KILN $2 --model "$DIR" --json)"
-  record "$1" peer "$($PYTHON $3 --model "$DIR" --threads "$THREADS" 2>/dev/null)"
+  # The peer's stderr (progress bars) goes to a log that is shown only if it fails.
+  local log peer
+  log=$(mktemp)
+  if ! peer=$($PYTHON $3 --model "$DIR" --threads "$THREADS" 2>"$log"); then
+    echo "the peer of '$1' failed ($PYTHON $3); its stderr:" >&2
+    cat "$log" >&2
+    exit 1
+  fi
+  record "$1" peer "$peer"
 }
 
 pair "forward 8x256" "bench forward --batch 8 --seq 256" "$REF/forward_bench.py --batch 8 --seq 256"

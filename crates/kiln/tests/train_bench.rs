@@ -50,8 +50,8 @@ fn bench(model: &Path, extra: &[&str]) -> Output {
     cmd.env("RUST_LOG", "warn").output().expect("running kiln")
 }
 
-fn report(model: &Path, extra: &[&str]) -> Value {
-    let out = bench(model, &[extra, &["--json"]].concat());
+/// The one JSON object a successful `kiln bench ... --json` prints.
+fn json_of(out: Output) -> Value {
     assert!(
         out.status.success(),
         "{:?}\n{}",
@@ -59,6 +59,10 @@ fn report(model: &Path, extra: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+}
+
+fn report(model: &Path, extra: &[&str]) -> Value {
+    json_of(bench(model, &[extra, &["--json"]].concat()))
 }
 
 fn num(r: &Value, key: &str) -> f64 {
@@ -155,13 +159,7 @@ fn score_report(model: &Path, extra: &[&str]) -> Value {
         .env("RUST_LOG", "warn")
         .output()
         .expect("running kiln");
-    assert!(
-        out.status.success(),
-        "{:?}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("one JSON object on stdout")
+    json_of(out)
 }
 
 #[test]
