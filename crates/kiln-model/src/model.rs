@@ -15,6 +15,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::batch::TokenBatch;
 use crate::cache::KvCache;
+use crate::cpu_matmul;
 use crate::rope::{Rope, apply_rope};
 
 #[derive(Module, Debug)]
@@ -73,10 +74,25 @@ struct AttentionInputs {
     mask: Option<Tensor<4, Bool>>,
 }
 
+/// `layer.forward(x)`; decode-sized batches on the CPU without autodiff take
+/// [`cpu_matmul::small_matmul`], which uses every core where burn's matmul uses one.
+fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, s, d] = x.dims();
+    if b * s <= cpu_matmul::MAX_ROWS {
+        let bias = layer.bias.as_ref().map(|b| b.val());
+        let rows = x.clone().reshape([b * s, d]);
+        if let Some(y) = cpu_matmul::small_matmul(&rows, &layer.weight.val(), bias.as_ref()) {
+            let out = y.dims()[1];
+            return y.reshape([b, s, out]);
+        }
+    }
+    layer.forward(x)
+}
+
 impl Mlp {
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(self.gate_proj.forward(x.clone()));
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        let gate = silu(linear(&self.gate_proj, x.clone()));
+        linear(&self.down_proj, gate * linear(&self.up_proj, x))
     }
 }
 
@@ -92,9 +108,9 @@ impl SelfAttention {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split_heads = |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, hd]);
-        let mut q = split_heads(self.q_proj.forward(x.clone()), h);
-        let mut k = split_heads(self.k_proj.forward(x.clone()), kvh);
-        let v = split_heads(self.v_proj.forward(x), kvh).swap_dims(1, 2);
+        let mut q = split_heads(linear(&self.q_proj, x.clone()), h);
+        let mut k = split_heads(linear(&self.k_proj, x.clone()), kvh);
+        let v = split_heads(linear(&self.v_proj, x), kvh).swap_dims(1, 2);
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);
             k = kn.forward(k);
@@ -151,8 +167,7 @@ impl SelfAttention {
             is_causal: mask.is_none(),
         };
         let out = attention(q, k, v, mask, None, options);
-        self.o_proj
-            .forward(out.swap_dims(1, 2).reshape([b, s, h * hd]))
+        linear(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, h * hd]))
     }
 }
 
@@ -267,14 +282,14 @@ impl CausalLm {
     /// Applies the LM head to hidden states `[batch, seq, hidden]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
-            Some(head) => head.forward(hidden),
+            Some(head) => linear(head, hidden),
             None => {
                 let [b, s, d] = hidden.dims();
-                let w = self.embed_tokens.weight.val();
-                let v = w.dims()[0];
-                hidden
-                    .reshape([b * s, d])
-                    .matmul(w.transpose())
+                let w = self.embed_tokens.weight.val().transpose();
+                let v = w.dims()[1];
+                let rows = hidden.reshape([b * s, d]);
+                cpu_matmul::small_matmul(&rows, &w, None)
+                    .unwrap_or_else(|| rows.matmul(w))
                     .reshape([b, s, v])
             }
         }

@@ -232,6 +232,9 @@ pub struct EngineStats {
     /// Times rows joined a running batch (forks and tree rows: the cache rebuilt with
     /// `KvCache::gather`).
     pub joins: usize,
+    /// Times a decode step found the cache full and grew it (a copy of the whole cache) by up to
+    /// `KV_ROOM_STEP` slots.
+    pub kv_grows: usize,
 }
 
 /// The rollout engine over a policy network (see the module docs).
@@ -1029,14 +1032,18 @@ impl<'a> Engine<'a> {
                 mask: None,
                 positions: None,
             };
-            // Room for the next steps of the longest remaining budget, so that they write in place.
-            let budget = rows
-                .iter()
-                .flatten()
-                .map(|r| r.cap - r.response.len() + 1)
-                .max()
-                .unwrap_or(1);
-            cache.reserve(budget.min(KV_ROOM_STEP));
+            // A full cache grows by the longest remaining budget, at most KV_ROOM_STEP slots, so
+            // that the next steps write in place (growing copies the whole cache).
+            if cache.len() == cache.capacity() {
+                let budget = rows
+                    .iter()
+                    .flatten()
+                    .map(|r| r.cap - r.response.len() + 1)
+                    .max()
+                    .unwrap_or(1);
+                cache.reserve(budget.min(KV_ROOM_STEP));
+                self.count(|s| s.kv_grows += 1);
+            }
             let out = self.net.forward_cached(&self.rope, &step, &mut cache);
             logits = self.read_logits(out)?;
             self.count(|s| {

@@ -297,6 +297,32 @@ fn finished_rows_leave_the_batch() {
 }
 
 #[test]
+fn decode_grows_the_kv_cache_once_per_64_steps() {
+    // Growing copies the whole cache: a 200-token decode must grow it about 200 / 64 times,
+    // not on every step (which it once did, a copy of every layer's K and V per token).
+    let (cfg, net, rope) = tiny_model("tiny-llama");
+    let engine = Engine::new(&net, &rope, cfg.max_position_embeddings);
+    let params = SamplingParams {
+        n: 2,
+        temperature: 0.0,
+        max_new_tokens: 200,
+        ignore_eos: true,
+        ..Default::default()
+    };
+    let groups = engine.generate(&[vec![1, 2, 3]], &params).unwrap();
+    assert!(
+        groups[0]
+            .rollouts
+            .iter()
+            .all(|r| r.response_ids.len() == 200)
+    );
+    let s = engine.stats();
+    // Prefill reserves 64 slots of room; 199 decode steps then need 3 more chunks of 64.
+    assert_eq!(s.decode_steps, 199, "{s:?}");
+    assert_eq!(s.kv_grows, 3, "{s:?}");
+}
+
+#[test]
 fn fork_keeps_the_prefix_and_reuses_the_kv() {
     for name in ["tiny-llama", "tiny-qwen3"] {
         let (cfg, net, rope) = tiny_model(name);
