@@ -1,12 +1,19 @@
 //! Matrix products with few rows (decode steps) on the flex CPU backend, without autodiff.
 //!
-//! burn-flex hands every matmul to `gemm`, whose own threading gains nothing from a second core
-//! when the left side has the 8-128 rows of a decode step: `32 x 576 x 1536` ran at 111 GFLOP/s
-//! on one thread and 106 on two here. This module splits the weight's *columns* across rayon's
-//! threads instead, each slice a single-threaded gemm call writing its own columns of the
-//! output: 210-220 GFLOP/s on two cores for the same product (docs/benchmarks.md, "Decode
-//! matmuls"). Larger products (prefill, training, autodiff) stay with burn, whose threading is
-//! good there, and so do other backends.
+//! Two things make burn-flex's matmul slow at the 1-128 rows of a decode step, both measured
+//! here (docs/benchmarks.md, "Decode matmuls"):
+//! - `gemm`'s own threading gains nothing from a second core: `32 x 576 x 1536` ran at
+//!   111 GFLOP/s on one thread and 106 on two. [`small_matmul`] splits the weight's *columns*
+//!   across rayon's threads instead, each task a single-threaded gemm call writing its own
+//!   columns of the output (210-220 GFLOP/s for the same product).
+//! - With so few rows every weight comes from memory once per step, and a row-major weight read
+//!   a few columns at a time touches a new page on every row: the hardware prefetcher does not
+//!   follow. [`PackedLinear`] repacks a weight once into panels of 32 columns, each panel one
+//!   contiguous run, and an AVX-512 kernel streams them: all of SmolLM2's matmuls for a
+//!   32-row step took 59 ms instead of 93 (the column split over gemm).
+//!
+//! Larger products (prefill, training, autodiff) stay with burn, whose threading is good there,
+//! and so do other backends; CPUs without AVX-512 get the column split over gemm.
 
 use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
@@ -108,6 +115,240 @@ fn flex<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
     t.clone().try_into_primitive::<Flex>().ok()
 }
 
+/// Columns per panel of a [`PackedLinear`]: two 16-lane AVX-512 registers.
+const PANEL: usize = 32;
+
+/// A weight `[d_in, d_out]` (and bias) repacked for decode-sized products: panel `p` holds
+/// columns `32p..32p + 32` of every row, `d_in x 32` contiguous (the last panel zero-padded).
+/// It is a copy: it stays right only while the weight it was packed from is unchanged.
+#[derive(Debug, Clone)]
+pub struct PackedLinear {
+    panels: Vec<f32>,
+    bias: Option<Vec<f32>>,
+    d_in: usize,
+    d_out: usize,
+}
+
+impl PackedLinear {
+    /// Packs `weight` (any strided view: the tied LM head is a transpose); `None` where the
+    /// kernel cannot run (no AVX-512, autodiff, another backend, not f32).
+    pub(crate) fn pack(weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Self> {
+        if !avx512::available()
+            || weight.is_autodiff()
+            || weight.dtype() != DType::F32
+            || weight.device().inner() != Device::flex()
+        {
+            return None;
+        }
+        let [d_in, d_out] = weight.dims();
+        let w = flex(weight)?;
+        let (rs, cs) = match w.layout().strides() {
+            &[rs, cs] if rs >= 0 && cs >= 0 => (rs as usize, cs as usize),
+            _ => return None,
+        };
+        let data = &w.storage::<f32>()[w.layout().start_offset()..];
+        let mut panels = vec![0f32; d_out.div_ceil(PANEL) * d_in * PANEL];
+        panels
+            .par_chunks_mut(d_in * PANEL)
+            .enumerate()
+            .for_each(|(p, panel)| {
+                let first = p * PANEL;
+                let width = PANEL.min(d_out - first);
+                // Walk the source along its unit stride: rows of a plain weight, columns of a
+                // transposed one.
+                if cs == 1 {
+                    for (k, dst) in panel.chunks_exact_mut(PANEL).enumerate() {
+                        let src = &data[k * rs + first..][..width];
+                        dst[..width].copy_from_slice(src);
+                    }
+                } else {
+                    for j in 0..width {
+                        let src = &data[(first + j) * cs..];
+                        for k in 0..d_in {
+                            panel[k * PANEL + j] = src[k * rs];
+                        }
+                    }
+                }
+            });
+        let bias = match bias {
+            None => None,
+            Some(b) => Some(b.to_data().convert::<f32>().try_into_vec::<f32>().ok()?),
+        };
+        Some(PackedLinear {
+            panels,
+            bias,
+            d_in,
+            d_out,
+        })
+    }
+
+    /// `x [rows, d_in] @ W (+ b)` for up to [`MAX_ROWS`] rows; `None` where `x` is not a flex
+    /// f32 tensor without autodiff (the caller then uses burn's matmul).
+    pub(crate) fn forward(&self, x: &Tensor<2>) -> Option<Tensor<2>> {
+        let [rows, d_in] = x.dims();
+        if rows == 0
+            || rows > MAX_ROWS
+            || d_in != self.d_in
+            || x.is_autodiff()
+            || x.dtype() != DType::F32
+            || x.device().inner() != Device::flex()
+        {
+            return None;
+        }
+        let x = flex(x)?;
+        let x = if x.is_contiguous() {
+            x
+        } else {
+            x.to_contiguous()
+        };
+        let x_data = &x.storage::<f32>()[x.layout().start_offset()..][..rows * d_in];
+        let d_out = self.d_out;
+        let mut out = match &self.bias {
+            Some(b) => b.repeat(rows),
+            None => vec![0f32; rows * d_out],
+        };
+        let n_panels = d_out.div_ceil(PANEL);
+        let per_task = n_panels.div_ceil(4 * rayon::current_num_threads());
+        let out_addr = out.as_mut_ptr() as usize;
+        (0..n_panels.div_ceil(per_task))
+            .into_par_iter()
+            .for_each(|task| {
+                for p in task * per_task..n_panels.min(task * per_task + per_task) {
+                    let col = p * PANEL;
+                    let panel = &self.panels[p * d_in * PANEL..(p + 1) * d_in * PANEL];
+                    // SAFETY: `pack` only built this where AVX-512F is available; each panel
+                    // writes only its own columns `col..col + width` of `out` (rows x d_out),
+                    // and each task its own panels; `x_data` and `panel` hold what is read.
+                    unsafe {
+                        avx512::panel(
+                            x_data,
+                            rows,
+                            panel,
+                            (out_addr as *mut f32).add(col),
+                            d_out,
+                            PANEL.min(d_out - col),
+                            self.bias.is_some(),
+                        );
+                    }
+                }
+            });
+        let out = FlexTensor::from_data(TensorData::new(out, [rows, d_out]));
+        Some(Tensor::from_primitive::<Flex>(out))
+    }
+}
+
+/// The AVX-512 kernel of [`PackedLinear`]: one panel times all rows.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::PANEL;
+    use core::arch::x86_64::*;
+
+    pub(super) fn available() -> bool {
+        is_x86_feature_detected!("avx512f")
+    }
+
+    /// `out[r, 0..width] (+)= sum_k x[r, k] * panel[k, 0..width]` for every row `r`.
+    ///
+    /// # Safety
+    /// AVX-512F is available; `x` is `rows x k` row-major and `panel` is `k x 32`; `out` points
+    /// at a row-major output with row stride `ldo` and `width <= 32` columns in bounds per row.
+    pub(super) unsafe fn panel(
+        x: &[f32],
+        rows: usize,
+        panel: &[f32],
+        out: *mut f32,
+        ldo: usize,
+        width: usize,
+        accumulate: bool,
+    ) {
+        let k = panel.len() / PANEL;
+        debug_assert_eq!(x.len(), rows * k);
+        // Lanes of the output's two registers that are inside it.
+        let lanes = |n: usize| {
+            if n >= 16 {
+                0xffff
+            } else {
+                (1u32 << n) as u16 - 1
+            }
+        };
+        let masks = (lanes(width), lanes(width.saturating_sub(16)));
+        let mut r = 0;
+        while r < rows {
+            // Row blocks of 12, 8, 4, 2, 1: 12 rows x 2 registers is 24 accumulators of 32.
+            let take = [12, 8, 4, 2, 1]
+                .into_iter()
+                .find(|&t| t <= rows - r)
+                .unwrap();
+            let (xr, outr) = (x[r * k..].as_ptr(), unsafe { out.add(r * ldo) });
+            let p = panel.as_ptr();
+            unsafe {
+                match take {
+                    12 => block::<12>(xr, k, p, outr, ldo, masks, accumulate),
+                    8 => block::<8>(xr, k, p, outr, ldo, masks, accumulate),
+                    4 => block::<4>(xr, k, p, outr, ldo, masks, accumulate),
+                    2 => block::<2>(xr, k, p, outr, ldo, masks, accumulate),
+                    _ => block::<1>(xr, k, p, outr, ldo, masks, accumulate),
+                }
+            }
+            r += take;
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block<const R: usize>(
+        x: *const f32,
+        k: usize,
+        panel: *const f32,
+        out: *mut f32,
+        ldo: usize,
+        (m0, m1): (u16, u16),
+        accumulate: bool,
+    ) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            if accumulate {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    a[0] = _mm512_maskz_loadu_ps(m0, out.add(r * ldo));
+                    a[1] = _mm512_maskz_loadu_ps(m1, out.add(r * ldo + 16));
+                }
+            }
+            for kk in 0..k {
+                let w0 = _mm512_loadu_ps(panel.add(kk * PANEL));
+                let w1 = _mm512_loadu_ps(panel.add(kk * PANEL + 16));
+                for (r, a) in acc.iter_mut().enumerate() {
+                    let xb = _mm512_set1_ps(*x.add(r * k + kk));
+                    a[0] = _mm512_fmadd_ps(xb, w0, a[0]);
+                    a[1] = _mm512_fmadd_ps(xb, w1, a[1]);
+                }
+            }
+            for (r, a) in acc.iter().enumerate() {
+                _mm512_mask_storeu_ps(out.add(r * ldo), m0, a[0]);
+                _mm512_mask_storeu_ps(out.add(r * ldo + 16), m1, a[1]);
+            }
+        }
+    }
+}
+
+/// Other architectures: nothing is packed, decode takes the column split over gemm.
+#[cfg(not(target_arch = "x86_64"))]
+mod avx512 {
+    pub(super) fn available() -> bool {
+        false
+    }
+
+    pub(super) unsafe fn panel(
+        _: &[f32],
+        _: usize,
+        _: &[f32],
+        _: *mut f32,
+        _: usize,
+        _: usize,
+        _: bool,
+    ) {
+        unreachable!("nothing is packed off x86-64")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +394,49 @@ mod tests {
             let got_b = small_matmul(&x, &w, Some(&bias)).unwrap();
             assert!(max_diff(got_b, want_b) < 1e-4, "bias {rows}x{d_in}x{d_out}");
         }
+    }
+
+    #[test]
+    fn packed_weights_give_burns_product() {
+        if !avx512::available() {
+            return; // nothing is packed on this CPU: decode uses `small_matmul`, tested above
+        }
+        // Widths below, at and above a panel (32), not multiples of it; 1..=MAX_ROWS rows
+        // through every row block (12, 8, 4, 2, 1).
+        for (rows, d_in, d_out) in [
+            (1, 8, 1),
+            (7, 33, 5),
+            (32, 64, 100),
+            (27, 96, 1000),
+            (128, 40, 257),
+        ] {
+            let x = random([rows, d_in]);
+            let w = random([d_in, d_out]);
+            let bias =
+                Tensor::<1>::random([d_out], Distribution::Normal(0.0, 1.0), &Device::flex());
+            let want = x.clone().matmul(w.clone());
+            let plain = PackedLinear::pack(&w, None).expect("packs on flex with AVX-512");
+            assert!(
+                max_diff(plain.forward(&x).unwrap(), want.clone()) < 1e-4,
+                "{rows}x{d_in}x{d_out}"
+            );
+            let biased = PackedLinear::pack(&w, Some(&bias)).unwrap();
+            let want_b = want + bias.unsqueeze::<2>();
+            assert!(
+                max_diff(biased.forward(&x).unwrap(), want_b) < 1e-4,
+                "bias {rows}x{d_in}x{d_out}"
+            );
+
+            let wt = random([d_out, d_in]);
+            let transposed = PackedLinear::pack(&wt.clone().transpose(), None).unwrap();
+            let want_t = x.clone().matmul(wt.transpose());
+            assert!(
+                max_diff(transposed.forward(&x).unwrap(), want_t) < 1e-4,
+                "transposed {rows}x{d_in}x{d_out}"
+            );
+        }
+        let packed = PackedLinear::pack(&random([16, 8]), None).unwrap();
+        assert!(packed.forward(&random([MAX_ROWS + 1, 16])).is_none());
     }
 
     #[test]

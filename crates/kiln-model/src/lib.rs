@@ -42,7 +42,7 @@ pub use device::parse_device;
 pub use error::{ModelError, Result};
 pub use hub::ModelLocation;
 pub use init::{random_network, random_network_with_std};
-pub use model::CausalLm;
+pub use model::{CausalLm, PackedWeights};
 pub use rope::Rope;
 pub use tokenizer::{ChatMessage, Tokenizer};
 

@@ -15,7 +15,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::batch::TokenBatch;
 use crate::cache::KvCache;
-use crate::cpu_matmul;
+use crate::cpu_matmul::{self, PackedLinear};
 use crate::rope::{Rope, apply_rope};
 
 #[derive(Module, Debug)]
@@ -74,14 +74,40 @@ struct AttentionInputs {
     mask: Option<Tensor<4, Bool>>,
 }
 
-/// `layer.forward(x)`; decode-sized batches on the CPU without autodiff take
-/// [`cpu_matmul::small_matmul`], which uses every core where burn's matmul uses one.
-fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
+/// A network's weights repacked for decode-sized products on the CPU
+/// ([`CausalLm::pack_for_decode`]); the rollout engine keeps one beside its network.
+#[derive(Debug, Clone)]
+pub struct PackedWeights {
+    layers: Vec<PackedLayer>,
+    lm_head: PackedLinear,
+}
+
+#[derive(Debug, Clone)]
+struct PackedLayer {
+    q: PackedLinear,
+    k: PackedLinear,
+    v: PackedLinear,
+    o: PackedLinear,
+    gate: PackedLinear,
+    up: PackedLinear,
+    down: PackedLinear,
+}
+
+/// `layer.forward(x)`; decode-sized batches on the CPU without autodiff take the packed kernel
+/// when the caller has `packed` weights, else [`cpu_matmul::small_matmul`] (both use every core
+/// where burn's matmul uses one at these sizes).
+fn linear(layer: &Linear, x: Tensor<3>, packed: Option<&PackedLinear>) -> Tensor<3> {
     let [b, s, d] = x.dims();
     if b * s <= cpu_matmul::MAX_ROWS {
-        let bias = layer.bias.as_ref().map(|b| b.val());
         let rows = x.clone().reshape([b * s, d]);
-        if let Some(y) = cpu_matmul::small_matmul(&rows, &layer.weight.val(), bias.as_ref()) {
+        let y = match packed {
+            Some(p) => p.forward(&rows),
+            None => {
+                let bias = layer.bias.as_ref().map(|b| b.val());
+                cpu_matmul::small_matmul(&rows, &layer.weight.val(), bias.as_ref())
+            }
+        };
+        if let Some(y) = y {
             let out = y.dims()[1];
             return y.reshape([b, s, out]);
         }
@@ -90,9 +116,10 @@ fn linear(layer: &Linear, x: Tensor<3>) -> Tensor<3> {
 }
 
 impl Mlp {
-    fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let gate = silu(linear(&self.gate_proj, x.clone()));
-        linear(&self.down_proj, gate * linear(&self.up_proj, x))
+    fn forward(&self, x: Tensor<3>, packed: Option<&PackedLayer>) -> Tensor<3> {
+        let gate = silu(linear(&self.gate_proj, x.clone(), packed.map(|p| &p.gate)));
+        let up = linear(&self.up_proj, x, packed.map(|p| &p.up));
+        linear(&self.down_proj, gate * up, packed.map(|p| &p.down))
     }
 }
 
@@ -104,13 +131,14 @@ impl SelfAttention {
         x: Tensor<3>,
         inputs: &AttentionInputs,
         cache: Option<LayerCache<'_>>,
+        packed: Option<&PackedLayer>,
     ) -> Tensor<3> {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split_heads = |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, hd]);
-        let mut q = split_heads(linear(&self.q_proj, x.clone()), h);
-        let mut k = split_heads(linear(&self.k_proj, x.clone()), kvh);
-        let v = split_heads(linear(&self.v_proj, x), kvh).swap_dims(1, 2);
+        let mut q = split_heads(linear(&self.q_proj, x.clone(), packed.map(|p| &p.q)), h);
+        let mut k = split_heads(linear(&self.k_proj, x.clone(), packed.map(|p| &p.k)), kvh);
+        let v = split_heads(linear(&self.v_proj, x, packed.map(|p| &p.v)), kvh).swap_dims(1, 2);
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);
             k = kn.forward(k);
@@ -167,7 +195,8 @@ impl SelfAttention {
             is_causal: mask.is_none(),
         };
         let out = attention(q, k, v, mask, None, options);
-        linear(&self.o_proj, out.swap_dims(1, 2).reshape([b, s, h * hd]))
+        let out = out.swap_dims(1, 2).reshape([b, s, h * hd]);
+        linear(&self.o_proj, out, packed.map(|p| &p.o))
     }
 }
 
@@ -177,15 +206,29 @@ impl DecoderLayer {
         x: Tensor<3>,
         inputs: &AttentionInputs,
         cache: Option<LayerCache<'_>>,
+        packed: Option<&PackedLayer>,
     ) -> Tensor<3> {
-        let attn = self
-            .self_attn
-            .forward(self.input_layernorm.forward(x.clone()), inputs, cache);
-        let x = x + attn;
-        let mlp = self
-            .mlp
-            .forward(self.post_attention_layernorm.forward(x.clone()));
-        x + mlp
+        let normed = self.input_layernorm.forward(x.clone());
+        let x = x + self.self_attn.forward(normed, inputs, cache, packed);
+        let normed = self.post_attention_layernorm.forward(x.clone());
+        x + self.mlp.forward(normed, packed)
+    }
+
+    fn pack_for_decode(&self) -> Option<PackedLayer> {
+        let pack = |l: &Linear| {
+            let bias = l.bias.as_ref().map(|b| b.val());
+            PackedLinear::pack(&l.weight.val(), bias.as_ref())
+        };
+        let (attn, mlp) = (&self.self_attn, &self.mlp);
+        Some(PackedLayer {
+            q: pack(&attn.q_proj)?,
+            k: pack(&attn.k_proj)?,
+            v: pack(&attn.v_proj)?,
+            o: pack(&attn.o_proj)?,
+            gate: pack(&mlp.gate_proj)?,
+            up: pack(&mlp.up_proj)?,
+            down: pack(&mlp.down_proj)?,
+        })
     }
 }
 
@@ -223,7 +266,7 @@ impl CausalLm {
         let inputs = AttentionInputs { cos, sin, mask };
         let mut x = self.embed(tokens, &device);
         for layer in &self.layers {
-            x = layer.forward(x, &inputs, None);
+            x = layer.forward(x, &inputs, None, None);
         }
         self.norm.forward(x)
     }
@@ -243,6 +286,26 @@ impl CausalLm {
         tokens: &TokenBatch,
         cache: &mut KvCache,
     ) -> Tensor<3> {
+        self.forward_cached_packed(rope, tokens, cache, None)
+    }
+
+    /// [`CausalLm::forward_cached`] with this network's weights packed for decode
+    /// ([`CausalLm::pack_for_decode`], taken since the weights last changed): calls of up to
+    /// 128 token rows use them. The same numbers up to float rounding.
+    pub fn forward_cached_packed(
+        &self,
+        rope: &Rope,
+        tokens: &TokenBatch,
+        cache: &mut KvCache,
+        packed: Option<&PackedWeights>,
+    ) -> Tensor<3> {
+        if let Some(p) = packed {
+            assert_eq!(
+                p.layers.len(),
+                self.layers.len(),
+                "packed weights of another network"
+            );
+        }
         assert_eq!(
             cache.batch_size(),
             tokens.batch,
@@ -271,18 +334,48 @@ impl CausalLm {
         };
         let inputs = AttentionInputs { cos, sin, mask };
         let mut x = self.embed(tokens, &device);
-        for (layer, kv) in self.layers.iter().zip(cache.layers.iter_mut()) {
+        for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let slot = LayerCache { kv, past, capacity };
-            x = layer.forward(x, &inputs, Some(slot));
+            x = layer.forward(x, &inputs, Some(slot), packed.map(|p| &p.layers[i]));
         }
         cache.extend_valid(&new_valid, tokens.seq);
-        self.logits(self.norm.forward(x))
+        let hidden = self.norm.forward(x);
+        self.logits_packed(hidden, packed.map(|p| &p.lm_head))
+    }
+
+    /// The weights repacked for the CPU decode kernel, or `None` where it does not run (not the
+    /// flex backend, no AVX-512, autodiff, not f32). A copy about the size of the model
+    /// (540 MB for SmolLM2-135M); it stays right only while the weights are unchanged.
+    pub fn pack_for_decode(&self) -> Option<PackedWeights> {
+        let layers = self
+            .layers
+            .iter()
+            .map(DecoderLayer::pack_for_decode)
+            .collect::<Option<Vec<_>>>()?;
+        let lm_head = match &self.lm_head {
+            Some(head) => PackedLinear::pack(&head.weight.val(), None)?,
+            None => PackedLinear::pack(&self.embed_tokens.weight.val().transpose(), None)?,
+        };
+        Some(PackedWeights { layers, lm_head })
     }
 
     /// Applies the LM head to hidden states `[batch, seq, hidden]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.logits_packed(hidden, None)
+    }
+
+    fn logits_packed(&self, hidden: Tensor<3>, packed: Option<&PackedLinear>) -> Tensor<3> {
+        if let Some(p) = packed {
+            let [b, s, d] = hidden.dims();
+            if b * s <= cpu_matmul::MAX_ROWS
+                && let Some(y) = p.forward(&hidden.clone().reshape([b * s, d]))
+            {
+                let v = y.dims()[1];
+                return y.reshape([b, s, v]);
+            }
+        }
         match &self.lm_head {
-            Some(head) => linear(head, hidden),
+            Some(head) => linear(head, hidden, None),
             None => {
                 let [b, s, d] = hidden.dims();
                 let w = self.embed_tokens.weight.val().transpose();

@@ -44,7 +44,11 @@ pub fn run(args: &RolloutBenchArgs) -> anyhow::Result<()> {
     let device = parse_device(&args.device)?;
     let model =
         Model::load(&args.model, &device).with_context(|| format!("loading {}", args.model))?;
+    // Building the engine packs the weights for the decode kernel: timed apart, since a
+    // training step pays it once per rollout phase.
+    let t = std::time::Instant::now();
     let engine = Engine::from_model(&model).with_max_batch_tokens(args.max_batch_tokens);
+    let engine_s = t.elapsed().as_secs_f64();
     let config = BenchConfig {
         batch: args.batch,
         n: args.n,
@@ -58,6 +62,7 @@ pub fn run(args: &RolloutBenchArgs) -> anyhow::Result<()> {
     if args.json {
         let mut obj = serde_json::to_value(&report)?;
         obj["peak_rss_mb"] = serde_json::json!(peak);
+        obj["engine_s"] = serde_json::json!(engine_s);
         obj["model"] = serde_json::json!(args.model);
         obj["batch"] = serde_json::json!(args.batch);
         obj["n"] = serde_json::json!(args.n);
@@ -65,7 +70,8 @@ pub fn run(args: &RolloutBenchArgs) -> anyhow::Result<()> {
     } else {
         println!(
             "rollout {} prompts x {} samples, prompt {} + {} new tokens: {:.1} new tokens/s, \
-             prefill {:.1} tokens/s ({} prompt tokens), {:.2} s, peak RSS {:.0} MiB",
+             prefill {:.1} tokens/s ({} prompt tokens), {:.2} s (engine built in {:.2} s), \
+             peak RSS {:.0} MiB",
             args.batch,
             args.n,
             args.prompt_len,
@@ -74,6 +80,7 @@ pub fn run(args: &RolloutBenchArgs) -> anyhow::Result<()> {
             report.prefill_tokens_per_s,
             report.prefill_tokens,
             report.total_s,
+            engine_s,
             peak.unwrap_or(f64::NAN)
         );
     }
