@@ -16,6 +16,7 @@ pub mod cache;
 pub mod chat_template;
 pub mod classifier;
 pub mod config;
+mod cpu_attention;
 mod cpu_matmul;
 pub mod device;
 pub mod error;

@@ -15,6 +15,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::batch::TokenBatch;
 use crate::cache::KvCache;
+use crate::cpu_attention::decode_attention;
 use crate::cpu_matmul::{self, PackedLinear};
 use crate::rope::{Rope, apply_rope};
 
@@ -174,6 +175,17 @@ impl SelfAttention {
         // flex's inference kernel shares K/V heads itself (GQA). The autodiff path and other
         // backends get K/V expanded to every query head, as burn requires there.
         let native_gqa = !q.is_autodiff() && q.device().inner() == Device::flex();
+        // One new query per row (decode): kiln's own kernel, where burn would call gemm per head.
+        if native_gqa
+            && s == 1
+            && let Some(out) = decode_attention(&q, &k, &v, inputs.mask.as_ref())
+        {
+            return linear(
+                &self.o_proj,
+                out.reshape([b, s, h * hd]),
+                packed.map(|p| &p.o),
+            );
+        }
         let (k, v, mask) = if native_gqa || h == kvh {
             (k, v, inputs.mask.clone())
         } else {
