@@ -160,7 +160,7 @@ impl Heads<'_> {
 /// Whether [`decode_attention`] runs here: its kernel is AVX-512 (elsewhere burn's runs).
 fn available(head_dim: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    return head_dim % 16 == 0 && is_x86_feature_detected!("avx512f");
+    return head_dim.is_multiple_of(16) && is_x86_feature_detected!("avx512f");
     #[cfg(not(target_arch = "x86_64"))]
     false
 }
