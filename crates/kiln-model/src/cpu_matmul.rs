@@ -213,9 +213,12 @@ impl PackedLinear {
         (0..n_panels.div_ceil(per_task))
             .into_par_iter()
             .for_each(|task| {
-                for p in task * per_task..n_panels.min(task * per_task + per_task) {
+                let last = n_panels.min(task * per_task + per_task);
+                let panel_at = |p: usize| &self.panels[p * d_in * PANEL..(p + 1) * d_in * PANEL];
+                for p in task * per_task..last {
                     let col = p * PANEL;
-                    let panel = &self.panels[p * d_in * PANEL..(p + 1) * d_in * PANEL];
+                    let panel = panel_at(p);
+                    let next = (p + 1 < last).then(|| panel_at(p + 1));
                     // SAFETY: `pack` only built this where AVX-512F is available; each panel
                     // writes only its own columns `col..col + width` of `out` (rows x d_out),
                     // and each task its own panels; `x_data` and `panel` hold what is read.
@@ -228,6 +231,7 @@ impl PackedLinear {
                             d_out,
                             PANEL.min(d_out - col),
                             self.bias.is_some(),
+                            next,
                         );
                     }
                 }
@@ -247,11 +251,14 @@ mod avx512 {
         is_x86_feature_detected!("avx512f")
     }
 
-    /// `out[r, 0..width] (+)= sum_k x[r, k] * panel[k, 0..width]` for every row `r`.
+    /// `out[r, 0..width] (+)= sum_k x[r, k] * panel[k, 0..width]` for every row `r`. While the
+    /// first rows run, the `next` panel is prefetched into L2, so that only the first panel of a
+    /// task waits for memory.
     ///
     /// # Safety
     /// AVX-512F is available; `x` is `rows x k` row-major and `panel` is `k x 32`; `out` points
     /// at a row-major output with row stride `ldo` and `width <= 32` columns in bounds per row.
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn panel(
         x: &[f32],
         rows: usize,
@@ -260,8 +267,10 @@ mod avx512 {
         ldo: usize,
         width: usize,
         accumulate: bool,
+        next: Option<&[f32]>,
     ) {
         let k = panel.len() / PANEL;
+        debug_assert!(next.is_none_or(|n| n.len() == panel.len()));
         debug_assert_eq!(x.len(), rows * k);
         // Lanes of the output's two registers that are inside it.
         let lanes = |n: usize| {
@@ -281,13 +290,18 @@ mod avx512 {
                 .unwrap();
             let (xr, outr) = (x[r * k..].as_ptr(), unsafe { out.add(r * ldo) });
             let p = panel.as_ptr();
+            let ahead = match next {
+                Some(n) if r == 0 => n.as_ptr(),
+                _ => core::ptr::null(),
+            };
+            let io = (outr, ldo, masks, accumulate, ahead);
             unsafe {
                 match take {
-                    12 => block::<12>(xr, k, p, outr, ldo, masks, accumulate),
-                    8 => block::<8>(xr, k, p, outr, ldo, masks, accumulate),
-                    4 => block::<4>(xr, k, p, outr, ldo, masks, accumulate),
-                    2 => block::<2>(xr, k, p, outr, ldo, masks, accumulate),
-                    _ => block::<1>(xr, k, p, outr, ldo, masks, accumulate),
+                    12 => block::<12>(xr, k, p, io),
+                    8 => block::<8>(xr, k, p, io),
+                    4 => block::<4>(xr, k, p, io),
+                    2 => block::<2>(xr, k, p, io),
+                    _ => block::<1>(xr, k, p, io),
                 }
             }
             r += take;
@@ -295,15 +309,15 @@ mod avx512 {
     }
 
     #[target_feature(enable = "avx512f")]
+    /// `R` rows of `x` times one panel; `io` is the output (pointer, row stride, lane masks,
+    /// accumulate) and the panel to prefetch (null: none).
     unsafe fn block<const R: usize>(
         x: *const f32,
         k: usize,
         panel: *const f32,
-        out: *mut f32,
-        ldo: usize,
-        (m0, m1): (u16, u16),
-        accumulate: bool,
+        io: (*mut f32, usize, (u16, u16), bool, *const f32),
     ) {
+        let (out, ldo, (m0, m1), accumulate, ahead) = io;
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 2]; R];
             if accumulate {
@@ -313,6 +327,11 @@ mod avx512 {
                 }
             }
             for kk in 0..k {
+                if !ahead.is_null() {
+                    let line = ahead.add(kk * PANEL) as *const i8;
+                    _mm_prefetch::<_MM_HINT_T1>(line);
+                    _mm_prefetch::<_MM_HINT_T1>(line.add(64));
+                }
                 let w0 = _mm512_loadu_ps(panel.add(kk * PANEL));
                 let w1 = _mm512_loadu_ps(panel.add(kk * PANEL + 16));
                 for (r, a) in acc.iter_mut().enumerate() {
@@ -336,6 +355,7 @@ mod avx512 {
         false
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn panel(
         _: &[f32],
         _: usize,
@@ -344,6 +364,7 @@ mod avx512 {
         _: usize,
         _: usize,
         _: bool,
+        _: Option<&[f32]>,
     ) {
         unreachable!("nothing is packed off x86-64")
     }
