@@ -1,7 +1,8 @@
 //! Matrix products with few rows (decode steps) on the flex CPU backend, without autodiff.
 //!
 //! Two things make burn-flex's matmul slow at the 1-128 rows of a decode step, both measured
-//! here (docs/benchmarks.md, "Decode matmuls"):
+//! here with a scratch benchmark of the gemm crate (end-to-end numbers: docs/benchmarks.md,
+//! Rollouts):
 //! - `gemm`'s own threading gains nothing from a second core: `32 x 576 x 1536` ran at
 //!   111 GFLOP/s on one thread and 106 on two. [`small_matmul`] splits the weight's *columns*
 //!   across rayon's threads instead, each task a single-threaded gemm call writing its own
@@ -9,8 +10,9 @@
 //! - With so few rows every weight comes from memory once per step, and a row-major weight read
 //!   a few columns at a time touches a new page on every row: the hardware prefetcher does not
 //!   follow. [`PackedLinear`] repacks a weight once into panels of 32 columns, each panel one
-//!   contiguous run, and an AVX-512 kernel streams them: all of SmolLM2's matmuls for a
-//!   32-row step took 59 ms instead of 93 (the column split over gemm).
+//!   contiguous run, and an AVX-512 kernel streams them, prefetching the next panel: all of
+//!   SmolLM2's matmuls for a 32-row step took 59 ms instead of 93 (the column split over gemm),
+//!   before the prefetch.
 //!
 //! Larger products (prefill, training, autodiff) stay with burn, whose threading is good there,
 //! and so do other backends; CPUs without AVX-512 get the column split over gemm.

@@ -94,26 +94,43 @@ struct PackedLayer {
     down: PackedLinear,
 }
 
-/// `layer.forward(x)`; decode-sized batches on the CPU without autodiff take the packed kernel
-/// when the caller has `packed` weights, else [`cpu_matmul::small_matmul`] (both use every core
-/// where burn's matmul uses one at these sizes).
+/// `layer.forward(x)`, by kiln's CPU kernels where they apply ([`decode_sized_product`]).
 fn linear(layer: &Linear, x: Tensor<3>, packed: Option<&PackedLinear>) -> Tensor<3> {
     let [b, s, d] = x.dims();
-    if b * s <= cpu_matmul::MAX_ROWS {
+    // The check first: a reshape of a tracked tensor would leave a node in the autodiff graph.
+    if b * s <= cpu_matmul::MAX_ROWS && !x.is_autodiff() {
+        let bias = layer.bias.as_ref().map(|b| b.val());
         let rows = x.clone().reshape([b * s, d]);
-        let y = match packed {
-            Some(p) => p.forward(&rows),
-            None => {
-                let bias = layer.bias.as_ref().map(|b| b.val());
-                cpu_matmul::small_matmul(&rows, &layer.weight.val(), bias.as_ref())
-            }
-        };
-        if let Some(y) = y {
+        if let Some(y) = decode_sized_product(&rows, &layer.weight.val(), bias.as_ref(), packed) {
             let out = y.dims()[1];
             return y.reshape([b, s, out]);
         }
     }
     layer.forward(x)
+}
+
+/// `rows @ weight (+ bias)` for up to `cpu_matmul::MAX_ROWS` rows on the CPU without autodiff:
+/// the packed kernel when the caller has `packed` weights, else the column split (both use every
+/// core where burn's matmul uses one at these sizes). `None` where neither applies.
+fn decode_sized_product(
+    rows: &Tensor<2>,
+    weight: &Tensor<2>,
+    bias: Option<&Tensor<1>>,
+    packed: Option<&PackedLinear>,
+) -> Option<Tensor<2>> {
+    if rows.dims()[0] > cpu_matmul::MAX_ROWS {
+        return None;
+    }
+    match packed {
+        Some(p) => p.forward(rows),
+        None => cpu_matmul::small_matmul(rows, weight, bias),
+    }
+}
+
+/// A `Linear`'s weight and bias packed for the decode kernel.
+fn pack_linear(layer: &Linear) -> Option<PackedLinear> {
+    let bias = layer.bias.as_ref().map(|b| b.val());
+    PackedLinear::pack(&layer.weight.val(), bias.as_ref())
 }
 
 impl Mlp {
@@ -227,19 +244,15 @@ impl DecoderLayer {
     }
 
     fn pack_for_decode(&self) -> Option<PackedLayer> {
-        let pack = |l: &Linear| {
-            let bias = l.bias.as_ref().map(|b| b.val());
-            PackedLinear::pack(&l.weight.val(), bias.as_ref())
-        };
         let (attn, mlp) = (&self.self_attn, &self.mlp);
         Some(PackedLayer {
-            q: pack(&attn.q_proj)?,
-            k: pack(&attn.k_proj)?,
-            v: pack(&attn.v_proj)?,
-            o: pack(&attn.o_proj)?,
-            gate: pack(&mlp.gate_proj)?,
-            up: pack(&mlp.up_proj)?,
-            down: pack(&mlp.down_proj)?,
+            q: pack_linear(&attn.q_proj)?,
+            k: pack_linear(&attn.k_proj)?,
+            v: pack_linear(&attn.v_proj)?,
+            o: pack_linear(&attn.o_proj)?,
+            gate: pack_linear(&mlp.gate_proj)?,
+            up: pack_linear(&mlp.up_proj)?,
+            down: pack_linear(&mlp.down_proj)?,
         })
     }
 }
@@ -365,7 +378,7 @@ impl CausalLm {
             .map(DecoderLayer::pack_for_decode)
             .collect::<Option<Vec<_>>>()?;
         let lm_head = match &self.lm_head {
-            Some(head) => PackedLinear::pack(&head.weight.val(), None)?,
+            Some(head) => pack_linear(head)?,
             None => PackedLinear::pack(&self.embed_tokens.weight.val().transpose(), None)?,
         };
         Some(PackedWeights { layers, lm_head })
@@ -377,23 +390,14 @@ impl CausalLm {
     }
 
     fn logits_packed(&self, hidden: Tensor<3>, packed: Option<&PackedLinear>) -> Tensor<3> {
-        if let Some(p) = packed {
-            let [b, s, d] = hidden.dims();
-            if b * s <= cpu_matmul::MAX_ROWS
-                && let Some(y) = p.forward(&hidden.clone().reshape([b * s, d]))
-            {
-                let v = y.dims()[1];
-                return y.reshape([b, s, v]);
-            }
-        }
         match &self.lm_head {
-            Some(head) => linear(head, hidden, None),
+            Some(head) => linear(head, hidden, packed),
             None => {
                 let [b, s, d] = hidden.dims();
                 let w = self.embed_tokens.weight.val().transpose();
                 let v = w.dims()[1];
                 let rows = hidden.reshape([b * s, d]);
-                cpu_matmul::small_matmul(&rows, &w, None)
+                decode_sized_product(&rows, &w, None, packed)
                     .unwrap_or_else(|| rows.matmul(w))
                     .reshape([b, s, v])
             }
