@@ -7,15 +7,16 @@
 //! of the values, with AVX-512 dot products; other CPUs keep burn's attention.
 
 use burn::backend::Flex;
-use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
-use burn::tensor::DType;
 use rayon::prelude::*;
+
+use crate::cpu_tensor::{contiguous, contiguous_f32, from_f32};
 
 /// `softmax(q k^T / sqrt(head_dim)) v` for `q [batch, heads, 1, head_dim]` over
 /// `k`, `v [batch, kv_heads, keys, head_dim]`, with `mask [batch, 1, 1, keys]` (true = hidden).
 /// `None` where it does not apply (more than one query, autodiff, another backend, not f32, no
-/// AVX-512, a head size that is not a multiple of 16): the caller then uses burn's attention. A row whose keys are all hidden gets zeros.
+/// AVX-512, a head size that is not a multiple of 16): the caller then uses burn's attention.
+/// A row whose keys are all hidden gets zeros.
 pub(crate) fn decode_attention(
     q: &Tensor<4>,
     k: &Tensor<4>,
@@ -30,9 +31,6 @@ pub(crate) fn decode_attention(
         || v.dims() != k.dims()
         || kvh == 0
         || h % kvh != 0
-        || q.is_autodiff()
-        || [q.dtype(), k.dtype(), v.dtype()] != [DType::F32; 3]
-        || q.device().inner() != Device::flex()
         || !available(hd)
     {
         return None;
@@ -40,18 +38,7 @@ pub(crate) fn decode_attention(
     if mask.is_some_and(|m| m.dims() != [b, 1, 1, keys]) {
         return None;
     }
-    let contiguous = |t: FlexTensor| {
-        if t.is_contiguous() && t.layout().start_offset() == 0 {
-            t
-        } else {
-            t.to_contiguous()
-        }
-    };
-    let (q, k, v) = (
-        contiguous(flex(q)?),
-        contiguous(flex(k)?),
-        contiguous(flex(v)?),
-    );
+    let (q, k, v) = (contiguous_f32(q)?, contiguous_f32(k)?, contiguous_f32(v)?);
     let mask = match mask {
         Some(m) => Some(contiguous(m.clone().try_into_primitive::<Flex>().ok()?)),
         None => None,
@@ -84,8 +71,7 @@ pub(crate) fn decode_attention(
             #[cfg(not(target_arch = "x86_64"))]
             let _ = (heads, out);
         });
-    let out = FlexTensor::from_data(TensorData::new(out, [b, h, 1, hd]));
-    Some(Tensor::from_primitive::<Flex>(out))
+    Some(from_f32(out, [b, h, 1, hd]))
 }
 
 /// One task's inputs: the query heads that share one row's K/V head.
@@ -163,10 +149,6 @@ fn available(head_dim: usize) -> bool {
     return head_dim.is_multiple_of(16) && is_x86_feature_detected!("avx512f");
     #[cfg(not(target_arch = "x86_64"))]
     false
-}
-
-fn flex<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    t.clone().try_into_primitive::<Flex>().ok()
 }
 
 #[cfg(test)]

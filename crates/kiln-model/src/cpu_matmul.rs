@@ -17,11 +17,11 @@
 //! Larger products (prefill, training, autodiff) stay with burn, whose threading is good there,
 //! and so do other backends; CPUs without AVX-512 get the column split over gemm.
 
-use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
-use burn::tensor::DType;
 use rayon::prelude::*;
+
+use crate::cpu_tensor::{contiguous_f32, from_f32, inference_f32, same_view};
 
 /// Rows up to which the column split is used; above it gemm's own threading is as fast.
 pub(crate) const MAX_ROWS: usize = 128;
@@ -39,38 +39,19 @@ pub(crate) fn small_matmul(
 ) -> Option<Tensor<2>> {
     let [rows, d_in] = x.dims();
     let [w_in, d_out] = weight.dims();
-    if rows == 0
-        || rows > MAX_ROWS
-        || w_in != d_in
-        || x.is_autodiff()
-        || weight.is_autodiff()
-        || x.dtype() != DType::F32
-        || weight.dtype() != DType::F32
-        || x.device().inner() != Device::flex()
-    {
+    if !(1..=MAX_ROWS).contains(&rows) || w_in != d_in {
         return None;
     }
-    let x = flex(x)?;
-    let x = if x.is_contiguous() {
-        x
-    } else {
-        x.to_contiguous()
-    };
-    let w = flex(weight)?;
-    let (w_rs, w_cs) = match w.layout().strides() {
-        &[rs, cs] if rs >= 0 && cs >= 0 => (rs, cs),
-        _ => return None,
-    };
+    let x = contiguous_f32(x)?;
+    let w = inference_f32(weight)?;
+    let (w_rs, w_cs) = strides_2d(&w)?;
+    let (w_rs, w_cs) = (w_rs as isize, w_cs as isize);
     let w_data = &w.storage::<f32>()[w.layout().start_offset()..];
-    let x_data = &x.storage::<f32>()[x.layout().start_offset()..];
+    let x_data = &x.storage::<f32>()[..rows * d_in];
 
     // The output starts as the bias (broadcast over rows) or zeros; gemm adds the product to it.
-    let mut out = match bias.map(flex) {
-        Some(Some(b)) if b.is_contiguous() && b.dtype() == DType::F32 => {
-            let b = &b.storage::<f32>()[b.layout().start_offset()..][..d_out];
-            b.repeat(rows)
-        }
-        Some(_) => return None,
+    let mut out = match bias {
+        Some(b) => rows_of(&contiguous_f32(b)?, rows, d_out)?,
         None => vec![0f32; rows * d_out],
     };
     let read_out = bias.is_some();
@@ -108,13 +89,20 @@ pub(crate) fn small_matmul(
             );
         }
     });
-    let out = FlexTensor::from_data(TensorData::new(out, [rows, d_out]));
-    Some(Tensor::from_primitive::<Flex>(out))
+    Some(from_f32(out, [rows, d_out]))
 }
 
-/// The flex primitive behind a tensor (a cheap handle: the storage is shared).
-fn flex<const D: usize>(t: &Tensor<D>) -> Option<FlexTensor> {
-    t.clone().try_into_primitive::<Flex>().ok()
+/// Row and column strides of a 2-D view, when neither is negative.
+fn strides_2d(t: &FlexTensor) -> Option<(usize, usize)> {
+    match t.layout().strides() {
+        &[rs, cs] if rs >= 0 && cs >= 0 => Some((rs as usize, cs as usize)),
+        _ => None,
+    }
+}
+
+/// `rows` copies of a `[width]` vector (the bias), one after another.
+fn rows_of(v: &FlexTensor, rows: usize, width: usize) -> Option<Vec<f32>> {
+    Some(v.storage::<f32>().get(..width)?.repeat(rows))
 }
 
 /// Columns per panel of a [`PackedLinear`]: two 16-lane AVX-512 registers.
@@ -122,11 +110,15 @@ const PANEL: usize = 32;
 
 /// A weight `[d_in, d_out]` (and bias) repacked for decode-sized products: panel `p` holds
 /// columns `32p..32p + 32` of every row, `d_in x 32` contiguous (the last panel zero-padded).
-/// It is a copy: it stays right only while the weight it was packed from is unchanged.
+/// It keeps handles to the tensors it was packed from and serves only those: burn's tensors
+/// never change in place, so a pack cannot go stale, it can only be asked about other weights.
 #[derive(Debug, Clone)]
 pub struct PackedLinear {
     panels: Vec<f32>,
-    bias: Option<Vec<f32>>,
+    /// The weight packed (a handle sharing its storage).
+    source: FlexTensor,
+    /// The bias, row-major (a handle, or a copy if it was not contiguous).
+    bias: Option<FlexTensor>,
     d_in: usize,
     d_out: usize,
 }
@@ -135,19 +127,12 @@ impl PackedLinear {
     /// Packs `weight` (any strided view: the tied LM head is a transpose); `None` where the
     /// kernel cannot run (no AVX-512, autodiff, another backend, not f32).
     pub(crate) fn pack(weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<Self> {
-        if !avx512::available()
-            || weight.is_autodiff()
-            || weight.dtype() != DType::F32
-            || weight.device().inner() != Device::flex()
-        {
+        if !avx512::available() {
             return None;
         }
         let [d_in, d_out] = weight.dims();
-        let w = flex(weight)?;
-        let (rs, cs) = match w.layout().strides() {
-            &[rs, cs] if rs >= 0 && cs >= 0 => (rs as usize, cs as usize),
-            _ => return None,
-        };
+        let w = inference_f32(weight)?;
+        let (rs, cs) = strides_2d(&w)?;
         let data = &w.storage::<f32>()[w.layout().start_offset()..];
         let mut panels = vec![0f32; d_out.div_ceil(PANEL) * d_in * PANEL];
         panels
@@ -174,39 +159,44 @@ impl PackedLinear {
             });
         let bias = match bias {
             None => None,
-            Some(b) => Some(b.to_data().convert::<f32>().try_into_vec::<f32>().ok()?),
+            Some(b) => Some(contiguous_f32(b)?),
         };
         Some(PackedLinear {
             panels,
+            source: w,
             bias,
             d_in,
             d_out,
         })
     }
 
-    /// `x [rows, d_in] @ W (+ b)` for up to [`MAX_ROWS`] rows; `None` where `x` is not a flex
-    /// f32 tensor without autodiff (the caller then uses burn's matmul).
-    pub(crate) fn forward(&self, x: &Tensor<2>) -> Option<Tensor<2>> {
+    /// `x [rows, d_in] @ weight (+ bias)` for up to [`MAX_ROWS`] rows, from the packed copy;
+    /// `None` where `x` is not a flex f32 tensor without autodiff, or where `weight` and `bias`
+    /// are not the tensors this was packed from (the caller then takes another path).
+    pub(crate) fn forward(
+        &self,
+        x: &Tensor<2>,
+        weight: &Tensor<2>,
+        bias: Option<&Tensor<1>>,
+    ) -> Option<Tensor<2>> {
         let [rows, d_in] = x.dims();
-        if rows == 0
-            || rows > MAX_ROWS
-            || d_in != self.d_in
-            || x.is_autodiff()
-            || x.dtype() != DType::F32
-            || x.device().inner() != Device::flex()
-        {
+        if !(1..=MAX_ROWS).contains(&rows) || d_in != self.d_in {
             return None;
         }
-        let x = flex(x)?;
-        let x = if x.is_contiguous() {
-            x
-        } else {
-            x.to_contiguous()
-        };
-        let x_data = &x.storage::<f32>()[x.layout().start_offset()..][..rows * d_in];
+        let packed_from_these = same_view(&self.source, &inference_f32(weight)?)
+            && match (&self.bias, bias) {
+                (None, None) => true,
+                (Some(packed), Some(b)) => same_view(packed, &contiguous_f32(b)?),
+                _ => false,
+            };
+        if !packed_from_these {
+            return None;
+        }
+        let x = contiguous_f32(x)?;
+        let x_data = &x.storage::<f32>()[..rows * d_in];
         let d_out = self.d_out;
         let mut out = match &self.bias {
-            Some(b) => b.repeat(rows),
+            Some(b) => rows_of(b, rows, d_out)?,
             None => vec![0f32; rows * d_out],
         };
         let n_panels = d_out.div_ceil(PANEL);
@@ -238,8 +228,7 @@ impl PackedLinear {
                     }
                 }
             });
-        let out = FlexTensor::from_data(TensorData::new(out, [rows, d_out]));
-        Some(Tensor::from_primitive::<Flex>(out))
+        Some(from_f32(out, [rows, d_out]))
     }
 }
 
@@ -439,27 +428,46 @@ mod tests {
                 Tensor::<1>::random([d_out], Distribution::Normal(0.0, 1.0), &Device::flex());
             let want = x.clone().matmul(w.clone());
             let plain = PackedLinear::pack(&w, None).expect("packs on flex with AVX-512");
-            assert!(
-                max_diff(plain.forward(&x).unwrap(), want.clone()) < 1e-4,
-                "{rows}x{d_in}x{d_out}"
-            );
+            let got = plain.forward(&x, &w, None).unwrap();
+            assert!(max_diff(got, want.clone()) < 1e-4, "{rows}x{d_in}x{d_out}");
             let biased = PackedLinear::pack(&w, Some(&bias)).unwrap();
+            let got_b = biased.forward(&x, &w, Some(&bias)).unwrap();
             let want_b = want + bias.unsqueeze::<2>();
-            assert!(
-                max_diff(biased.forward(&x).unwrap(), want_b) < 1e-4,
-                "bias {rows}x{d_in}x{d_out}"
-            );
+            assert!(max_diff(got_b, want_b) < 1e-4, "bias {rows}x{d_in}x{d_out}");
 
-            let wt = random([d_out, d_in]);
-            let transposed = PackedLinear::pack(&wt.clone().transpose(), None).unwrap();
-            let want_t = x.clone().matmul(wt.transpose());
+            let wt = random([d_out, d_in]).transpose();
+            let transposed = PackedLinear::pack(&wt, None).unwrap();
+            let got_t = transposed.forward(&x, &wt, None).unwrap();
+            let want_t = x.clone().matmul(wt);
             assert!(
-                max_diff(transposed.forward(&x).unwrap(), want_t) < 1e-4,
+                max_diff(got_t, want_t) < 1e-4,
                 "transposed {rows}x{d_in}x{d_out}"
             );
         }
-        let packed = PackedLinear::pack(&random([16, 8]), None).unwrap();
-        assert!(packed.forward(&random([MAX_ROWS + 1, 16])).is_none());
+        let w = random([16, 8]);
+        let packed = PackedLinear::pack(&w, None).unwrap();
+        assert!(
+            packed
+                .forward(&random([MAX_ROWS + 1, 16]), &w, None)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_pack_serves_only_the_tensors_it_was_packed_from() {
+        if !avx512::available() {
+            return;
+        }
+        let (x, w) = (random([4, 16]), random([16, 40]));
+        let bias = Tensor::<1>::zeros([40], &Device::flex());
+        let packed = PackedLinear::pack(&w, None).unwrap();
+        assert!(
+            packed.forward(&x, &w.clone(), None).is_some(),
+            "a handle of the same weight"
+        );
+        // A weight with the same shape (an updated policy), or a bias the pack does not have.
+        assert!(packed.forward(&x, &random([16, 40]), None).is_none());
+        assert!(packed.forward(&x, &w, Some(&bias)).is_none());
     }
 
     #[test]

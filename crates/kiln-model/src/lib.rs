@@ -18,6 +18,7 @@ pub mod classifier;
 pub mod config;
 mod cpu_attention;
 mod cpu_matmul;
+mod cpu_tensor;
 pub mod device;
 pub mod error;
 pub mod generate;

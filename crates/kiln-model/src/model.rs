@@ -110,8 +110,8 @@ fn linear(layer: &Linear, x: Tensor<3>, packed: Option<&PackedLinear>) -> Tensor
 }
 
 /// `rows @ weight (+ bias)` for up to `cpu_matmul::MAX_ROWS` rows on the CPU without autodiff:
-/// the packed kernel when the caller has `packed` weights, else the column split (both use every
-/// core where burn's matmul uses one at these sizes). `None` where neither applies.
+/// the packed kernel when `packed` holds these very tensors, else the column split (both use
+/// every core where burn's matmul uses one at these sizes). `None` where neither applies.
 fn decode_sized_product(
     rows: &Tensor<2>,
     weight: &Tensor<2>,
@@ -121,10 +121,9 @@ fn decode_sized_product(
     if rows.dims()[0] > cpu_matmul::MAX_ROWS {
         return None;
     }
-    match packed {
-        Some(p) => p.forward(rows),
-        None => cpu_matmul::small_matmul(rows, weight, bias),
-    }
+    packed
+        .and_then(|p| p.forward(rows, weight, bias))
+        .or_else(|| cpu_matmul::small_matmul(rows, weight, bias))
 }
 
 /// A `Linear`'s weight and bias packed for the decode kernel.
@@ -315,8 +314,9 @@ impl CausalLm {
     }
 
     /// [`CausalLm::forward_cached`] with this network's weights packed for decode
-    /// ([`CausalLm::pack_for_decode`], taken since the weights last changed): calls of up to
-    /// 128 token rows use them. The same numbers up to float rounding.
+    /// ([`CausalLm::pack_for_decode`]): calls of up to 128 token rows use them. The same numbers
+    /// up to float rounding. A pack of other weights (another network, or this one before an
+    /// update) is not used: each layer checks that its pack was made from its own tensors.
     pub fn forward_cached_packed(
         &self,
         rope: &Rope,
@@ -324,13 +324,6 @@ impl CausalLm {
         cache: &mut KvCache,
         packed: Option<&PackedWeights>,
     ) -> Tensor<3> {
-        if let Some(p) = packed {
-            assert_eq!(
-                p.layers.len(),
-                self.layers.len(),
-                "packed weights of another network"
-            );
-        }
         assert_eq!(
             cache.batch_size(),
             tokens.batch,
@@ -361,7 +354,7 @@ impl CausalLm {
         let mut x = self.embed(tokens, &device);
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let slot = LayerCache { kv, past, capacity };
-            x = layer.forward(x, &inputs, Some(slot), packed.map(|p| &p.layers[i]));
+            x = layer.forward(x, &inputs, Some(slot), packed.and_then(|p| p.layers.get(i)));
         }
         cache.extend_valid(&new_valid, tokens.seq);
         let hidden = self.norm.forward(x);
@@ -370,7 +363,7 @@ impl CausalLm {
 
     /// The weights repacked for the CPU decode kernel, or `None` where it does not run (not the
     /// flex backend, no AVX-512, autodiff, not f32). A copy about the size of the model
-    /// (540 MB for SmolLM2-135M); it stays right only while the weights are unchanged.
+    /// (540 MB for SmolLM2-135M), which serves these weights only: after an update, pack again.
     pub fn pack_for_decode(&self) -> Option<PackedWeights> {
         let layers = self
             .layers
