@@ -243,7 +243,7 @@ pub struct Engine<'a> {
     /// The same network with a 1-wide LM head: prefill without `[tokens x vocab]` logits.
     trunk: CausalLm,
     /// `net`'s weights packed for the CPU decode kernel (`None` where it does not run): decode
-    /// steps read them instead of burn's layout, 1.6x faster at batch 32 (docs/benchmarks.md).
+    /// steps read them instead of burn's layout (docs/benchmarks.md, Rollouts).
     packed: Option<PackedWeights>,
     rope: Rope,
     tokenizer: Option<&'a Tokenizer>,
