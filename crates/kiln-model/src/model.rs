@@ -16,7 +16,9 @@ use burn::tensor::ops::AttentionModuleOptions;
 use crate::batch::TokenBatch;
 use crate::cache::KvCache;
 use crate::cpu_attention::decode_attention;
+use crate::cpu_causal_attention::causal_attention;
 use crate::cpu_matmul::{self, PackedLinear};
+use crate::cpu_swiglu::swiglu;
 use crate::rope::{Rope, apply_rope};
 
 #[derive(Module, Debug)]
@@ -73,6 +75,10 @@ struct AttentionInputs {
     sin: Tensor<4>,
     /// `[batch, 1, q, k]`, true = masked out. `None`: plain causal attention.
     mask: Option<Tensor<4, Bool>>,
+    /// Which of the new tokens are real, `[batch, seq]` (`None`: all), and whether they start
+    /// their rows (no cached keys before them): then kiln's causal kernel applies.
+    new_valid: Option<Vec<bool>>,
+    from_start: bool,
 }
 
 /// A network's weights repacked for decode-sized products on the CPU
@@ -134,9 +140,11 @@ fn pack_linear(layer: &Linear) -> Option<PackedLinear> {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>, packed: Option<&PackedLayer>) -> Tensor<3> {
-        let gate = silu(linear(&self.gate_proj, x.clone(), packed.map(|p| &p.gate)));
+        let gate = linear(&self.gate_proj, x.clone(), packed.map(|p| &p.gate));
         let up = linear(&self.up_proj, x, packed.map(|p| &p.up));
-        linear(&self.down_proj, gate * up, packed.map(|p| &p.down))
+        // One pass on the CPU (cpu_swiglu.rs), burn's ops elsewhere.
+        let act = swiglu(&gate, &up).unwrap_or_else(|| silu(gate) * up);
+        linear(&self.down_proj, act, packed.map(|p| &p.down))
     }
 }
 
@@ -162,6 +170,13 @@ impl SelfAttention {
         }
         let q = apply_rope(q.swap_dims(1, 2), &inputs.cos, &inputs.sin);
         let k = apply_rope(k.swap_dims(1, 2), &inputs.cos, &inputs.sin);
+        // Whole sequences from their first token (training, scoring, prefill): kiln's causal
+        // kernel over the new keys, with its own backward (cpu_causal_attention.rs).
+        let whole = if inputs.from_start && s > 1 {
+            causal_attention(&q, &k, &v, inputs.new_valid.as_deref())
+        } else {
+            None
+        };
 
         let (k, v) = match cache {
             Some(LayerCache { kv, past, capacity }) => {
@@ -187,6 +202,10 @@ impl SelfAttention {
             }
             None => (k, v),
         };
+        if let Some(out) = whole {
+            let out = out.swap_dims(1, 2).reshape([b, s, h * hd]);
+            return linear(&self.o_proj, out, packed.map(|p| &p.o));
+        }
 
         // flex's inference kernel shares K/V heads itself (GQA). The autodiff path and other
         // backends get K/V expanded to every query head, as burn requires there.
@@ -287,7 +306,13 @@ impl CausalLm {
             .mask
             .as_ref()
             .map(|m| attention_mask(m, tokens.batch, tokens.seq, 0, &device));
-        let inputs = AttentionInputs { cos, sin, mask };
+        let inputs = AttentionInputs {
+            cos,
+            sin,
+            mask,
+            new_valid: tokens.mask.clone(),
+            from_start: true,
+        };
         let mut x = self.embed(tokens, &device);
         for layer in &self.layers {
             x = layer.forward(x, &inputs, None, None);
@@ -350,7 +375,13 @@ impl CausalLm {
                 &device,
             ))
         };
-        let inputs = AttentionInputs { cos, sin, mask };
+        let inputs = AttentionInputs {
+            cos,
+            sin,
+            mask,
+            from_start: past == 0,
+            new_valid: Some(new_valid.clone()),
+        };
         let mut x = self.embed(tokens, &device);
         for (i, (layer, kv)) in self.layers.iter().zip(cache.layers.iter_mut()).enumerate() {
             let slot = LayerCache { kv, past, capacity };
