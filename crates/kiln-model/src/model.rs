@@ -18,6 +18,7 @@ use crate::cache::KvCache;
 use crate::cpu_attention::decode_attention;
 use crate::cpu_causal_attention::causal_attention;
 use crate::cpu_matmul::{self, PackedLinear};
+use crate::cpu_rms_norm::rms_norm;
 use crate::cpu_swiglu::swiglu;
 use crate::rope::{Rope, apply_rope};
 
@@ -165,8 +166,8 @@ impl SelfAttention {
         let mut k = split_heads(linear(&self.k_proj, x.clone(), packed.map(|p| &p.k)), kvh);
         let v = split_heads(linear(&self.v_proj, x, packed.map(|p| &p.v)), kvh).swap_dims(1, 2);
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = qn.forward(q);
-            k = kn.forward(k);
+            q = rms_norm(qn, q);
+            k = rms_norm(kn, k);
         }
         let q = apply_rope(q.swap_dims(1, 2), &inputs.cos, &inputs.sin);
         let k = apply_rope(k.swap_dims(1, 2), &inputs.cos, &inputs.sin);
@@ -255,9 +256,9 @@ impl DecoderLayer {
         cache: Option<LayerCache<'_>>,
         packed: Option<&PackedLayer>,
     ) -> Tensor<3> {
-        let normed = self.input_layernorm.forward(x.clone());
+        let normed = rms_norm(&self.input_layernorm, x.clone());
         let x = x + self.self_attn.forward(normed, inputs, cache, packed);
-        let normed = self.post_attention_layernorm.forward(x.clone());
+        let normed = rms_norm(&self.post_attention_layernorm, x.clone());
         x + self.mlp.forward(normed, packed)
     }
 
@@ -317,7 +318,7 @@ impl CausalLm {
         for layer in &self.layers {
             x = layer.forward(x, &inputs, None, None);
         }
-        self.norm.forward(x)
+        rms_norm(&self.norm, x)
     }
 
     /// Logits `[batch, seq, vocab]` of a whole sequence batch.
@@ -388,7 +389,7 @@ impl CausalLm {
             x = layer.forward(x, &inputs, Some(slot), packed.and_then(|p| p.layers.get(i)));
         }
         cache.extend_valid(&new_valid, tokens.seq);
-        let hidden = self.norm.forward(x);
+        let hidden = rms_norm(&self.norm, x);
         self.logits_packed(hidden, packed.map(|p| &p.lm_head))
     }
 
