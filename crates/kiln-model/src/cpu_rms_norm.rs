@@ -41,7 +41,11 @@ fn fused<const D: usize>(norm: &RmsNorm, x: &Tensor<D>) -> Option<Tensor<D>> {
         (false, false) => {
             let (xf, wf) = (contiguous_f32(x)?, contiguous_f32(&weight)?);
             let n = shape.iter().product();
-            let (out, _) = forward(&xf.storage::<f32>()[..n], &wf.storage::<f32>()[..width], eps);
+            let (out, _) = forward(
+                &xf.storage::<f32>()[..n],
+                &wf.storage::<f32>()[..width],
+                eps,
+            );
             Some(from_f32(out, shape))
         }
         (true, true) => tracked(x, &weight, eps),
@@ -62,7 +66,11 @@ fn tracked<const D: usize>(x: &Tensor<D>, weight: &Tensor<1>, eps: f32) -> Optio
         .stateful();
     let n = shape.iter().product();
     let width = shape[D - 1];
-    let (out, inv_rms) = forward(&xf.storage::<f32>()[..n], &wf.storage::<f32>()[..width], eps);
+    let (out, inv_rms) = forward(
+        &xf.storage::<f32>()[..n],
+        &wf.storage::<f32>()[..width],
+        eps,
+    );
     let out = FlexTensor::from_data(TensorData::new(out, shape));
     let result = match prep {
         OpsKind::Tracked(prep) => prep.finish(
@@ -162,7 +170,12 @@ fn backward(x: &[f32], weight: &[f32], inv_rms: &[f32], grad_out: &[f32]) -> (Ve
                 .zip(g.chunks_exact(width))
                 .zip(inv_rms)
             {
-                let dot: f32 = g.iter().zip(weight).zip(x).map(|((g, w), x)| g * w * x).sum();
+                let dot: f32 = g
+                    .iter()
+                    .zip(weight)
+                    .zip(x)
+                    .map(|((g, w), x)| g * w * x)
+                    .sum();
                 let c = r * r * r * dot / width as f32;
                 for i in 0..width {
                     dx[i] = r * g[i] * weight[i] - c * x[i];
@@ -223,13 +236,18 @@ mod tests {
             } else {
                 norm.forward(x.clone())
             };
-            let grads = (y * Tensor::<3>::from_data(w0.to_data(), &ad)).sum().backward();
+            let grads = (y * Tensor::<3>::from_data(w0.to_data(), &ad))
+                .sum()
+                .backward();
             let dx = Tensor::<3>::from_data(x.grad(&grads).unwrap().to_data(), &flex);
             let dw = norm.gamma.val().grad(&grads).unwrap();
             (dx, Tensor::<1>::from_data(dw.to_data(), &flex))
         };
         let ((dx, dw), (want_dx, want_dw)) = (grads_of(true), grads_of(false));
         let (ex, ew) = (max_diff(dx, want_dx), max_diff(dw, want_dw));
-        assert!(ex < 1e-4 && ew < 1e-3, "gradients differ: x {ex}, weight {ew}");
+        assert!(
+            ex < 1e-4 && ew < 1e-3,
+            "gradients differ: x {ex}, weight {ew}"
+        );
     }
 }

@@ -21,6 +21,7 @@ mod cpu_causal_attention;
 mod cpu_math;
 mod cpu_matmul;
 mod cpu_rms_norm;
+mod cpu_rope;
 mod cpu_swiglu;
 mod cpu_tensor;
 pub mod device;

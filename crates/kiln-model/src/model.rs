@@ -19,6 +19,7 @@ use crate::cpu_attention::decode_attention;
 use crate::cpu_causal_attention::causal_attention;
 use crate::cpu_matmul::{self, PackedLinear};
 use crate::cpu_rms_norm::rms_norm;
+use crate::cpu_rope::rope_heads_first;
 use crate::cpu_swiglu::swiglu;
 use crate::rope::{Rope, apply_rope};
 
@@ -169,8 +170,11 @@ impl SelfAttention {
             q = rms_norm(qn, q);
             k = rms_norm(kn, k);
         }
-        let q = apply_rope(q.swap_dims(1, 2), &inputs.cos, &inputs.sin);
-        let k = apply_rope(k.swap_dims(1, 2), &inputs.cos, &inputs.sin);
+        let rope = |x: Tensor<4>| {
+            rope_heads_first(&x, &inputs.cos, &inputs.sin)
+                .unwrap_or_else(|| apply_rope(x.swap_dims(1, 2), &inputs.cos, &inputs.sin))
+        };
+        let (q, k) = (rope(q), rope(k));
         // Whole sequences from their first token (training, scoring, prefill): kiln's causal
         // kernel over the new keys, with its own backward (cpu_causal_attention.rs).
         let whole = if inputs.from_start && s > 1 {
