@@ -10,6 +10,7 @@ use burn::backend::Flex;
 use burn::prelude::*;
 use rayon::prelude::*;
 
+use crate::cpu_math::exp;
 use crate::cpu_tensor::{contiguous, contiguous_f32, from_f32};
 
 /// `softmax(q k^T / sqrt(head_dim)) v` for `q [batch, heads, 1, head_dim]` over
@@ -122,7 +123,7 @@ impl Heads<'_> {
             }
             let mut total = 0.0;
             for score in scores.iter_mut() {
-                *score = (*score - max).exp();
+                *score = exp(*score - max);
                 total += *score;
             }
             for (j, &p) in scores.iter().enumerate() {

@@ -1,4 +1,5 @@
-//! Scalar math for kiln's CPU kernels, written so that loops over slices vectorise.
+//! Scalar math for kiln's CPU kernels (and the rollout sampler's softmax), written so that
+//! loops over slices vectorise.
 //!
 //! `f32::exp` calls libm's `expf` one value at a time; the polynomial below is branch-free, so
 //! the compiler turns a loop of it into AVX-512 code. kiln-optim's loss kernel keeps its own
@@ -7,7 +8,7 @@
 /// `exp(x)`, Cephes' polynomial (about 1 ulp). Inputs below -87 give about `exp(-87)` and
 /// `-inf` gives 0; above 88 saturates at `exp(88)`.
 #[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
+pub fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const ROUND: f32 = 12582912.0; // 1.5 * 2^23: adding it rounds to the nearest integer
     let below = x < -87.0;
@@ -30,7 +31,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 
 /// The logistic function `1 / (1 + exp(-x))`.
 #[inline(always)]
-pub(crate) fn sigmoid(x: f32) -> f32 {
+pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 

@@ -18,7 +18,7 @@ pub mod classifier;
 pub mod config;
 mod cpu_attention;
 mod cpu_causal_attention;
-mod cpu_math;
+pub mod cpu_math;
 mod cpu_matmul;
 mod cpu_rms_norm;
 mod cpu_rope;

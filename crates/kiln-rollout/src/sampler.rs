@@ -10,6 +10,12 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::params::SamplingParams;
 
+/// `exp(s)` of a scaled logit (`s <= 0`) by kiln-model's vectorisable f32 exponential; the
+/// callers sum these in f64.
+fn exp(s: f64) -> f64 {
+    kiln_model::cpu_math::exp(s as f32) as f64
+}
+
 /// What was drawn at one position, with the statistics of the sampling distribution there.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draw {
@@ -84,14 +90,14 @@ pub fn sample(z: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> Draw 
             .collect();
     }
     if params.top_p < 1.0 {
-        let total: f64 = kept.iter().map(|&(_, s)| s.exp()).sum();
+        let total: f64 = kept.iter().map(|&(_, s)| exp(s)).sum();
         let target = params.top_p as f64 * total;
         if !sorted {
             // Grow a sorted head until it holds the mass, instead of sorting the vocabulary.
             let mut k = 64usize;
             loop {
                 let head = top_sorted(&mut kept, k);
-                let mass: f64 = head.iter().map(|&(_, s)| s.exp()).sum();
+                let mass: f64 = head.iter().map(|&(_, s)| exp(s)).sum();
                 if mass >= target || head.len() == kept.len() {
                     kept = head;
                     break;
@@ -103,7 +109,7 @@ pub fn sample(z: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> Draw 
         let mut cum = 0.0;
         let mut cut = kept.len();
         for (i, &(_, s)) in kept.iter().enumerate() {
-            cum += s.exp();
+            cum += exp(s);
             if cum >= target {
                 cut = i + 1;
                 break;
@@ -116,7 +122,7 @@ pub fn sample(z: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> Draw 
         let floor = (params.min_p as f64).ln();
         kept.retain(|&(_, s)| s >= floor);
     }
-    let weights: Vec<f64> = kept.iter().map(|&(_, s)| s.exp()).collect();
+    let weights: Vec<f64> = kept.iter().map(|&(_, s)| exp(s)).collect();
     let total: f64 = weights.iter().sum();
     let log_total = total.ln();
     let u: f64 = rng.random::<f64>() * total;
@@ -162,13 +168,19 @@ pub fn sample(z: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> Draw 
 fn greedy(z: &[f32], top_n: usize) -> Draw {
     let (token, max) = kiln_model::generate::argmax(z);
     let max = max as f64;
-    let mut total = 0.0;
-    let mut dot = 0.0;
-    for &x in z {
-        let s = x as f64 - max;
-        let w = s.exp();
-        total += w;
-        dot += w * s;
+    // f32 exponentials (vectorised) summed in f32 blocks of 512, then in f64.
+    let (mut total, mut dot) = (0.0f64, 0.0f64);
+    let max32 = max as f32;
+    for block in z.chunks(512) {
+        let (mut t, mut d) = (0.0f32, 0.0f32);
+        for &x in block {
+            let s = x - max32;
+            let w = kiln_model::cpu_math::exp(s);
+            t += w;
+            d += w * s;
+        }
+        total += t as f64;
+        dot += d as f64;
     }
     let log_total = total.ln();
     let top = if top_n == 0 {
