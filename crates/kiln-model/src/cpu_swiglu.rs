@@ -43,7 +43,7 @@ pub(crate) fn swiglu<const D: usize>(gate: &Tensor<D>, up: &Tensor<D>) -> Option
     }
 }
 
-fn values<'a, const D: usize>(t: &'a FlexTensor, shape: [usize; D]) -> &'a [f32] {
+fn values<const D: usize>(t: &FlexTensor, shape: [usize; D]) -> &[f32] {
     &t.storage::<f32>()[..shape.iter().product::<usize>()]
 }
 
