@@ -531,6 +531,7 @@ fn matmul(dst: Mat<'_>, accumulate: bool, lhs: MatRef<'_>, rhs: MatRef<'_>, alph
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_tensor::max_diff;
     use burn::tensor::Distribution;
     use burn::tensor::module::attention;
     use burn::tensor::ops::AttentionModuleOptions;
@@ -558,10 +559,6 @@ mod tests {
             is_causal: false,
         };
         attention(q, expand(k), expand(v), Some(mask), None, options)
-    }
-
-    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
     }
 
     /// Row 0 is all real tokens, row 1 left-padded by 5 (its first queries see no key), row 2

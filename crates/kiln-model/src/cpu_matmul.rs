@@ -364,14 +364,11 @@ mod avx512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_tensor::max_diff;
     use burn::tensor::Distribution;
 
     fn random(shape: [usize; 2]) -> Tensor<2> {
         Tensor::random(shape, Distribution::Normal(0.0, 1.0), &Device::flex())
-    }
-
-    fn max_diff(a: Tensor<2>, b: Tensor<2>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
     }
 
     #[test]

@@ -197,12 +197,9 @@ fn backward(x: &[f32], weight: &[f32], inv_rms: &[f32], grad_out: &[f32]) -> (Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_tensor::max_diff;
     use burn::nn::RmsNormConfig;
     use burn::tensor::Distribution;
-
-    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
 
     #[test]
     fn forward_and_gradients_match_burns_rms_norm() {

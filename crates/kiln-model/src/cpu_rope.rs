@@ -189,12 +189,9 @@ fn backward(d: Dims, grad: &[f32], cos: &[f32], sin: &[f32]) -> Vec<f32> {
 mod tests {
     use super::*;
     use crate::config::ModelConfig;
+    use crate::cpu_tensor::max_diff;
     use crate::rope::{Rope, apply_rope};
     use burn::tensor::Distribution;
-
-    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
 
     #[test]
     fn forward_and_gradient_match_apply_rope() {

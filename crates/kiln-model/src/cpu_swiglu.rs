@@ -136,12 +136,9 @@ fn backward(gate: &[f32], up: &[f32], grad_out: &[f32]) -> (Vec<f32>, Vec<f32>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu_tensor::max_diff;
     use burn::tensor::Distribution;
     use burn::tensor::activation::silu;
-
-    fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
-        (a - b).abs().max().into_scalar::<f32>()
-    }
 
     #[test]
     fn forward_and_gradients_match_burns_ops() {

@@ -44,3 +44,9 @@ pub(crate) fn same_view(a: &FlexTensor, b: &FlexTensor) -> bool {
         && a.layout().strides() == b.layout().strides()
         && a.layout().shape() == b.layout().shape()
 }
+
+/// Tests: the largest absolute difference between two tensors.
+#[cfg(test)]
+pub(crate) fn max_diff<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
