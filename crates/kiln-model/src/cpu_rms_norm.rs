@@ -156,8 +156,9 @@ fn backward(x: &[f32], weight: &[f32], inv_rms: &[f32], grad_out: &[f32]) -> (Ve
     let width = weight.len();
     let mut dx = vec![0f32; x.len()];
     let chunk = ROWS_PER_TASK * width;
-    // Each task's share of dw, summed at the end.
-    let dw = dx
+    // Each task's share of dw, summed at the end in task order: the same sum whichever
+    // threads ran the tasks (training runs resume bit for bit).
+    let partials: Vec<Vec<f32>> = dx
         .par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk))
         .zip(grad_out.par_chunks(chunk))
@@ -184,13 +185,11 @@ fn backward(x: &[f32], weight: &[f32], inv_rms: &[f32], grad_out: &[f32]) -> (Ve
             }
             dw
         })
-        .reduce(
-            || vec![0f32; width],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                a
-            },
-        );
+        .collect();
+    let mut dw = vec![0f32; width];
+    for part in &partials {
+        dw.iter_mut().zip(part).for_each(|(a, b)| *a += b);
+    }
     (dx, dw)
 }
 
@@ -246,5 +245,28 @@ mod tests {
             ex < 1e-4 && ew < 1e-3,
             "gradients differ: x {ex}, weight {ew}"
         );
+    }
+
+    #[test]
+    fn the_weight_gradient_is_the_same_sum_every_time() {
+        // Many tasks, so that rayon's threads split them differently from call to call.
+        let (rows, width) = (ROWS_PER_TASK * 64 + 5, 48);
+        let x: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 7919) % 1000) as f32 / 997.0 - 0.5)
+            .collect();
+        let g: Vec<f32> = (0..rows * width)
+            .map(|i| ((i * 104_729) % 1000) as f32 / 991.0 - 0.5)
+            .collect();
+        let w: Vec<f32> = (0..width).map(|i| 1.0 + i as f32 / 100.0).collect();
+        let (_, inv_rms) = forward(&x, &w, 1e-5);
+        let (_, first) = backward(&x, &w, &inv_rms, &g);
+        for _ in 0..20 {
+            let (_, again) = backward(&x, &w, &inv_rms, &g);
+            let same = first
+                .iter()
+                .zip(&again)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "dw changed between calls");
+        }
     }
 }
