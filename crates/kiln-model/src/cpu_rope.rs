@@ -31,7 +31,9 @@ pub(crate) fn rope_heads_first(
 ) -> Option<Tensor<4>> {
     let [b, s, h, hd] = x.dims();
     let on_flex = |t: &Tensor<4>| t.dtype() == DType::F32 && t.device().inner() == Device::flex();
-    if cos.dims() != [b, 1, s, hd] || sin.dims() != cos.dims() || hd % 2 != 0 {
+    // Empty tensors stay with burn (a zero-sized chunk would panic in rayon).
+    if cos.dims() != [b, 1, s, hd] || sin.dims() != cos.dims() || hd % 2 != 0 || b * s * h * hd == 0
+    {
         return None;
     }
     if !(on_flex(x) && on_flex(cos) && on_flex(sin)) {
