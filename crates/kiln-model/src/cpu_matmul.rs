@@ -21,6 +21,7 @@ use burn::backend::flex::FlexTensor;
 use burn::prelude::*;
 use rayon::prelude::*;
 
+use crate::cpu_math::sigmoid;
 use crate::cpu_tensor::{contiguous_f32, from_f32, inference_f32, same_view};
 
 /// Rows up to which the column split is used; above it gemm's own threading is as fast.
@@ -199,37 +200,116 @@ impl PackedLinear {
             Some(b) => rows_of(b, rows, d_out)?,
             None => vec![0f32; rows * d_out],
         };
-        let n_panels = d_out.div_ceil(PANEL);
-        let per_task = n_panels.div_ceil(4 * rayon::current_num_threads());
         let out_addr = out.as_mut_ptr() as usize;
-        (0..n_panels.div_ceil(per_task))
-            .into_par_iter()
-            .for_each(|task| {
-                let last = n_panels.min(task * per_task + per_task);
-                let panel_at = |p: usize| &self.panels[p * d_in * PANEL..(p + 1) * d_in * PANEL];
-                for p in task * per_task..last {
-                    let col = p * PANEL;
-                    let panel = panel_at(p);
-                    let next = (p + 1 < last).then(|| panel_at(p + 1));
-                    // SAFETY: `pack` only built this where AVX-512F is available; each panel
-                    // writes only its own columns `col..col + width` of `out` (rows x d_out),
-                    // and each task its own panels; `x_data` and `panel` hold what is read.
-                    unsafe {
-                        avx512::panel(
-                            x_data,
-                            rows,
-                            panel,
-                            (out_addr as *mut f32).add(col),
-                            d_out,
-                            PANEL.min(d_out - col),
-                            self.bias.is_some(),
-                            next,
-                        );
-                    }
+        for_panel_ranges(self.panel_count(), |panels| {
+            for p in panels.clone() {
+                let col = p * PANEL;
+                let next = (p + 1 < panels.end).then(|| self.panel(p + 1));
+                // SAFETY: `pack` only built this where AVX-512F is available; each panel writes
+                // only its own columns `col..col + width` of `out` (rows x d_out), and each task
+                // its own panels; `x_data` and the panel hold what is read.
+                unsafe {
+                    avx512::panel(
+                        x_data,
+                        rows,
+                        self.panel(p),
+                        (out_addr as *mut f32).add(col),
+                        d_out,
+                        PANEL.min(d_out - col),
+                        self.bias.is_some(),
+                        next,
+                    );
                 }
-            });
+            }
+        });
         Some(from_f32(out, [rows, d_out]))
     }
+
+    /// `silu(x @ gate) * (x @ up)`, a SwiGLU MLP's activation, with `self` the packed gate and
+    /// `up` the packed up projection (no biases): each task takes the same panels of both, so
+    /// the two products and the activation are one parallel pass. `None` where either pack
+    /// would decline its product, or the two do not match.
+    pub(crate) fn forward_swiglu(
+        &self,
+        up: &PackedLinear,
+        x: &Tensor<2>,
+        gate_weight: &Tensor<2>,
+        up_weight: &Tensor<2>,
+    ) -> Option<Tensor<2>> {
+        let [rows, d_in] = x.dims();
+        if !(1..=MAX_ROWS).contains(&rows)
+            || d_in != self.d_in
+            || (up.d_in, up.d_out) != (self.d_in, self.d_out)
+            || self.bias.is_some()
+            || up.bias.is_some()
+            || !same_view(&self.source, &inference_f32(gate_weight)?)
+            || !same_view(&up.source, &inference_f32(up_weight)?)
+        {
+            return None;
+        }
+        let x = contiguous_f32(x)?;
+        let x_data = &x.storage::<f32>()[..rows * d_in];
+        let d_out = self.d_out;
+        let mut out = vec![0f32; rows * d_out];
+        let out_addr = out.as_mut_ptr() as usize;
+        for_panel_ranges(self.panel_count(), |panels| {
+            // One panel of each product, `rows x 32` each: they stay in L1 until combined.
+            let mut gate = vec![0f32; rows * PANEL];
+            let mut upv = vec![0f32; rows * PANEL];
+            for p in panels.clone() {
+                let col = p * PANEL;
+                let width = PANEL.min(d_out - col);
+                let next = (p + 1 < panels.end).then(|| self.panel(p + 1));
+                // SAFETY: as in `forward`; the scratch panels are `rows x 32`.
+                unsafe {
+                    let (g, u) = (gate.as_mut_ptr(), upv.as_mut_ptr());
+                    avx512::panel(
+                        x_data,
+                        rows,
+                        self.panel(p),
+                        g,
+                        PANEL,
+                        width,
+                        false,
+                        Some(up.panel(p)),
+                    );
+                    avx512::panel(x_data, rows, up.panel(p), u, PANEL, width, false, next);
+                }
+                for r in 0..rows {
+                    let (g, u) = (&gate[r * PANEL..][..width], &upv[r * PANEL..][..width]);
+                    // SAFETY: row `r` of `out` has columns `col..col + width`, written by this
+                    // task alone.
+                    let o = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            (out_addr as *mut f32).add(r * d_out + col),
+                            width,
+                        )
+                    };
+                    for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                        *o = g * sigmoid(g) * u;
+                    }
+                }
+            }
+        });
+        Some(from_f32(out, [rows, d_out]))
+    }
+
+    fn panel_count(&self) -> usize {
+        self.d_out.div_ceil(PANEL)
+    }
+
+    /// Panel `p`: `d_in x 32` floats.
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.panels[p * self.d_in * PANEL..(p + 1) * self.d_in * PANEL]
+    }
+}
+
+/// Runs `f` on ranges of panels `0..n_panels`, four per thread of rayon's pool, in parallel.
+fn for_panel_ranges(n_panels: usize, f: impl Fn(std::ops::Range<usize>) + Sync) {
+    let per_task = n_panels.div_ceil(4 * rayon::current_num_threads());
+    (0..n_panels.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|task| f(task * per_task..n_panels.min(task * per_task + per_task)));
 }
 
 /// The AVX-512 kernel of [`PackedLinear`]: one panel times all rows.
@@ -448,6 +528,28 @@ mod tests {
                 .forward(&random([MAX_ROWS + 1, 16]), &w, None)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn packed_swiglu_gives_burns_activation() {
+        if !avx512::available() {
+            return;
+        }
+        // Widths below, at and above a panel, not multiples of it.
+        for (rows, d_in, d_ff) in [(1, 8, 5), (32, 64, 100), (27, 40, 257)] {
+            let x = random([rows, d_in]);
+            let (gate, up) = (random([d_in, d_ff]), random([d_in, d_ff]));
+            let want = burn::tensor::activation::silu(x.clone().matmul(gate.clone()))
+                * x.clone().matmul(up.clone());
+            let (pg, pu) = (
+                PackedLinear::pack(&gate, None).unwrap(),
+                PackedLinear::pack(&up, None).unwrap(),
+            );
+            let got = pg.forward_swiglu(&pu, &x, &gate, &up).expect("applies");
+            assert!(max_diff(got, want) < 1e-4, "{rows}x{d_in}x{d_ff}");
+            // Weights in the wrong roles are not the ones packed.
+            assert!(pg.forward_swiglu(&pu, &x, &up, &gate).is_none());
+        }
     }
 
     #[test]

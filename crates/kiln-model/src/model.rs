@@ -142,11 +142,23 @@ fn pack_linear(layer: &Linear) -> Option<PackedLinear> {
 
 impl Mlp {
     fn forward(&self, x: Tensor<3>, packed: Option<&PackedLayer>) -> Tensor<3> {
+        let down = |act: Tensor<3>| linear(&self.down_proj, act, packed.map(|p| &p.down));
+        // Decode: both products and the activation in one pass of the packed kernel.
+        if let Some(p) = packed {
+            let [b, s, d] = x.dims();
+            let (gate, up) = (self.gate_proj.weight.val(), self.up_proj.weight.val());
+            let rows = x.clone().reshape([b * s, d]);
+            if !x.is_autodiff()
+                && let Some(act) = p.gate.forward_swiglu(&p.up, &rows, &gate, &up)
+            {
+                let width = act.dims()[1];
+                return down(act.reshape([b, s, width]));
+            }
+        }
         let gate = linear(&self.gate_proj, x.clone(), packed.map(|p| &p.gate));
         let up = linear(&self.up_proj, x, packed.map(|p| &p.up));
         // One pass on the CPU (cpu_swiglu.rs), burn's ops elsewhere.
-        let act = swiglu(&gate, &up).unwrap_or_else(|| silu(gate) * up);
-        linear(&self.down_proj, act, packed.map(|p| &p.down))
+        down(swiglu(&gate, &up).unwrap_or_else(|| silu(gate) * up))
     }
 }
 
@@ -183,7 +195,8 @@ impl SelfAttention {
             None
         };
 
-        let (k, v) = match cache {
+        // Slots holding keys: a cache's free room after them is never read by the decode kernel.
+        let (k, v, used) = match cache {
             Some(LayerCache { kv, past, capacity }) => {
                 let (k, v) = match kv.take() {
                     None if capacity == s => (k, v),
@@ -203,9 +216,9 @@ impl SelfAttention {
                     }
                 };
                 *kv = Some((k.clone(), v.clone()));
-                (k, v)
+                (k, v, past + s)
             }
-            None => (k, v),
+            None => (k, v, s),
         };
         if let Some(out) = whole {
             let out = out.swap_dims(1, 2).reshape([b, s, h * hd]);
@@ -218,7 +231,7 @@ impl SelfAttention {
         // One new query per row (decode): kiln's own kernel, where burn would call gemm per head.
         if native_gqa
             && s == 1
-            && let Some(out) = decode_attention(&q, &k, &v, inputs.mask.as_ref())
+            && let Some(out) = decode_attention(&q, &k, &v, inputs.mask.as_ref(), used)
         {
             return linear(
                 &self.o_proj,

@@ -168,20 +168,7 @@ pub fn sample(z: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> Draw 
 fn greedy(z: &[f32], top_n: usize) -> Draw {
     let (token, max) = kiln_model::generate::argmax(z);
     let max = max as f64;
-    // f32 exponentials (vectorised) summed in f32 blocks of 512, then in f64.
-    let (mut total, mut dot) = (0.0f64, 0.0f64);
-    let max32 = max as f32;
-    for block in z.chunks(512) {
-        let (mut t, mut d) = (0.0f32, 0.0f32);
-        for &x in block {
-            let s = x - max32;
-            let w = kiln_model::cpu_math::exp(s);
-            t += w;
-            d += w * s;
-        }
-        total += t as f64;
-        dot += d as f64;
-    }
+    let (total, dot) = softmax_sums(z, max as f32);
     let log_total = total.ln();
     let top = if top_n == 0 {
         Vec::new()
@@ -204,6 +191,35 @@ fn greedy(z: &[f32], top_n: usize) -> Draw {
     }
 }
 
+/// `(sum_i w_i, sum_i w_i s_i)` with `s_i = z_i - max` and `w_i = exp(s_i)`: f32 exponentials
+/// in 16 lanes (one AVX-512 register; a single running sum would keep the loop scalar), each
+/// block of 512 summed into f64.
+fn softmax_sums(z: &[f32], max: f32) -> (f64, f64) {
+    const LANES: usize = 16;
+    let (mut total, mut dot) = (0.0f64, 0.0f64);
+    for block in z.chunks(512) {
+        let (mut t, mut d) = ([0f32; LANES], [0f32; LANES]);
+        let mut chunks = block.chunks_exact(LANES);
+        for chunk in &mut chunks {
+            for l in 0..LANES {
+                let s = chunk[l] - max;
+                let w = kiln_model::cpu_math::exp(s);
+                t[l] += w;
+                d[l] += w * s;
+            }
+        }
+        for (l, &x) in chunks.remainder().iter().enumerate() {
+            let s = x - max;
+            let w = kiln_model::cpu_math::exp(s);
+            t[l] += w;
+            d[l] += w * s;
+        }
+        total += t.iter().map(|&x| x as f64).sum::<f64>();
+        dot += d.iter().map(|&x| x as f64).sum::<f64>();
+    }
+    (total, dot)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -217,6 +233,30 @@ mod tests {
             top_logprobs: 3,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn greedy_statistics_over_a_vocabulary_match_f64() {
+        // A vocabulary-sized row whose length is not a multiple of the lanes or the blocks.
+        let z: Vec<f32> = (0..49_157)
+            .map(|i| ((i * 7919 % 1000) as f32) * 0.02 - 10.0)
+            .collect();
+        let d = sample(&z, &params(0.0, 0, 1.0, 0.0), &mut row_rng(0, 0, 0));
+        let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let w: Vec<f64> = z.iter().map(|&x| (x as f64 - max).exp()).collect();
+        let total: f64 = w.iter().sum();
+        let entropy = total.ln()
+            - w.iter()
+                .zip(&z)
+                .map(|(w, &x)| w * (x as f64 - max))
+                .sum::<f64>()
+                / total;
+        assert!(
+            (d.logprob as f64 + total.ln()).abs() < 1e-5,
+            "{}",
+            d.logprob
+        );
+        assert!((d.entropy as f64 - entropy).abs() < 1e-5, "{}", d.entropy);
     }
 
     #[test]
