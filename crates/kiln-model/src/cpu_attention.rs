@@ -21,8 +21,8 @@ use crate::cpu_tensor::{contiguous, contiguous_f32, from_f32};
 #[cfg(target_arch = "x86_64")]
 const KEY_BLOCK: usize = 32;
 
-/// How many keys ahead of the one in use the first pass asks memory for (4 KB of 64-wide keys).
-#[cfg(target_arch = "x86_64")]
+/// How many keys ahead of the one in use the first pass asks memory for (4 KB of 64-wide keys),
+/// and how many of the next task's keys are asked for while a task ends.
 const AHEAD: usize = 16;
 
 /// Widest head the kernel takes, in 16-float registers (a head's output lives in registers).
@@ -74,7 +74,10 @@ pub(crate) fn decode_attention(
         .for_each(|(task, out)| {
             let (row, kv) = (task / kvh, task % kvh);
             let at = (row * kvh + kv) * slots * hd;
+            // The next task's first keys (usually this thread's next task).
+            let next_at = at + slots * hd;
             let heads = Heads {
+                next_k: k.get(next_at..next_at + used.min(AHEAD) * hd),
                 q: &q[(row * h + kv * group) * hd..][..group * hd],
                 k: &k[at..at + used * hd],
                 v: &v[at..at + used * hd],
@@ -96,6 +99,8 @@ struct Heads<'a> {
     v: &'a [f32],
     /// `[keys]`, nonzero = hidden.
     hidden: Option<&'a [u8]>,
+    /// The first keys of the next task, asked for while this one ends.
+    next_k: Option<&'a [f32]>,
     head_dim: usize,
     scale: f32,
 }
@@ -177,6 +182,11 @@ impl Heads<'_> {
         for g in 0..group {
             softmax_in_place(&mut probs[g * keys..(g + 1) * keys]);
         }
+        // A task's first keys would wait for memory: ask for the next task's into L2 now.
+        for row in self.next_k.iter().flat_map(|next| next.chunks_exact(hd)) {
+            // SAFETY: a hint about memory inside `next_k`.
+            unsafe { prefetch::<C, _MM_HINT_T1>(row.as_ptr()) };
+        }
         for first in (0..keys).step_by(KEY_BLOCK) {
             let block = &visible[first..keys.min(first + KEY_BLOCK)];
             for g in 0..group {
@@ -240,8 +250,9 @@ fn softmax_in_place(scores: &mut [f32]) {
     scores.iter_mut().for_each(|s| *s *= inv);
 }
 
-/// Whether [`decode_attention`] runs here: its kernel is AVX-512 (elsewhere burn's runs).
-fn available(head_dim: usize) -> bool {
+/// Whether [`decode_attention`] runs here for heads of `head_dim`: its kernel is AVX-512
+/// (elsewhere burn's runs).
+pub(crate) fn available(head_dim: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     return head_dim.is_multiple_of(16)
         && (16..=16 * MAX_CHUNKS).contains(&head_dim)

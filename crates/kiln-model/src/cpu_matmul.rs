@@ -180,49 +180,86 @@ impl PackedLinear {
         weight: &Tensor<2>,
         bias: Option<&Tensor<1>>,
     ) -> Option<Tensor<2>> {
+        let [out] = PackedLinear::forward_together([(self, weight, bias)], x)?;
+        Some(out)
+    }
+
+    /// [`PackedLinear::forward`] of several packs over the same `x` (attention's q, k and v) in
+    /// one parallel pass over all their panels: one hand-over to rayon's threads instead of
+    /// one per product, and no thread idles while another finishes a narrow product.
+    pub(crate) fn forward_together<const N: usize>(
+        products: [(&PackedLinear, &Tensor<2>, Option<&Tensor<1>>); N],
+        x: &Tensor<2>,
+    ) -> Option<[Tensor<2>; N]> {
         let [rows, d_in] = x.dims();
-        if !(1..=MAX_ROWS).contains(&rows) || d_in != self.d_in {
+        if !(1..=MAX_ROWS).contains(&rows) {
             return None;
         }
-        let packed_from_these = same_view(&self.source, &inference_f32(weight)?)
-            && match (&self.bias, bias) {
-                (None, None) => true,
-                (Some(packed), Some(b)) => same_view(packed, &contiguous_f32(b)?),
-                _ => false,
-            };
-        if !packed_from_these {
-            return None;
+        for (pack, weight, bias) in products {
+            if d_in != pack.d_in || !pack.packed_from(weight, bias)? {
+                return None;
+            }
         }
         let x = contiguous_f32(x)?;
         let x_data = &x.storage::<f32>()[..rows * d_in];
-        let d_out = self.d_out;
-        let mut out = match &self.bias {
-            Some(b) => rows_of(b, rows, d_out)?,
-            None => vec![0f32; rows * d_out],
+        let mut outs = Vec::with_capacity(N);
+        for (pack, _, _) in products {
+            outs.push(match &pack.bias {
+                Some(b) => rows_of(b, rows, pack.d_out)?,
+                None => vec![0f32; rows * pack.d_out],
+            });
+        }
+        let out_addrs: Vec<usize> = outs.iter_mut().map(|o| o.as_mut_ptr() as usize).collect();
+        // Panels numbered across the products: product i's are `first[i]..first[i + 1]`.
+        let mut first = vec![0];
+        for (pack, _, _) in products {
+            first.push(first.last().unwrap() + pack.panel_count());
+        }
+        let locate = |panel: usize| {
+            let i = first.partition_point(|&f| f <= panel) - 1;
+            (products[i].0, i, panel - first[i])
         };
-        let out_addr = out.as_mut_ptr() as usize;
-        for_panel_ranges(self.panel_count(), |panels| {
-            for p in panels.clone() {
+        for_panel_ranges(first[N], |panels| {
+            for panel in panels.clone() {
+                let (pack, i, p) = locate(panel);
                 let col = p * PANEL;
-                let next = (p + 1 < panels.end).then(|| self.panel(p + 1));
-                // SAFETY: `pack` only built this where AVX-512F is available; each panel writes
-                // only its own columns `col..col + width` of `out` (rows x d_out), and each task
-                // its own panels; `x_data` and the panel hold what is read.
+                let next = (panel + 1 < panels.end).then(|| {
+                    let (next_pack, _, next_p) = locate(panel + 1);
+                    next_pack.panel(next_p)
+                });
+                // SAFETY: `pack` only built packs where AVX-512F is available; each panel
+                // writes only its own columns `col..col + width` of its product's output
+                // (rows x d_out), and each task its own panels; `x_data` and the panel hold
+                // what is read.
                 unsafe {
                     avx512::panel(
                         x_data,
                         rows,
-                        self.panel(p),
-                        (out_addr as *mut f32).add(col),
-                        d_out,
-                        PANEL.min(d_out - col),
-                        self.bias.is_some(),
+                        pack.panel(p),
+                        (out_addrs[i] as *mut f32).add(col),
+                        pack.d_out,
+                        PANEL.min(pack.d_out - col),
+                        pack.bias.is_some(),
                         next,
                     );
                 }
             }
         });
-        Some(from_f32(out, [rows, d_out]))
+        let mut outs = outs.into_iter();
+        Some(products.map(|(pack, _, _)| from_f32(outs.next().unwrap(), [rows, pack.d_out])))
+    }
+
+    /// Whether this was packed from `weight` and `bias` (`None`: they are not flex tensors
+    /// without autodiff).
+    fn packed_from(&self, weight: &Tensor<2>, bias: Option<&Tensor<1>>) -> Option<bool> {
+        Some(
+            same_view(&self.source, &inference_f32(weight)?)
+                && match (&self.bias, bias) {
+                    (None, None) => true,
+                    (Some(packed), Some(b)) => same_view(packed, &contiguous_f32(b)?),
+                    _ => false,
+                },
+        )
     }
 
     /// `silu(x @ gate) * (x @ up)`, a SwiGLU MLP's activation, with `self` the packed gate and
@@ -240,10 +277,8 @@ impl PackedLinear {
         if !(1..=MAX_ROWS).contains(&rows)
             || d_in != self.d_in
             || (up.d_in, up.d_out) != (self.d_in, self.d_out)
-            || self.bias.is_some()
-            || up.bias.is_some()
-            || !same_view(&self.source, &inference_f32(gate_weight)?)
-            || !same_view(&up.source, &inference_f32(up_weight)?)
+            || !self.packed_from(gate_weight, None)?
+            || !up.packed_from(up_weight, None)?
         {
             return None;
         }
@@ -528,6 +563,41 @@ mod tests {
                 .forward(&random([MAX_ROWS + 1, 16]), &w, None)
                 .is_none()
         );
+    }
+
+    #[test]
+    fn products_together_give_each_products_result() {
+        if !avx512::available() {
+            return;
+        }
+        // q, k, v-like widths (one under a panel), the first with a bias.
+        let x = random([27, 40]);
+        let ws = [random([40, 96]), random([40, 20]), random([40, 33])];
+        let bias = Tensor::<1>::random([96], Distribution::Normal(0.0, 1.0), &Device::flex());
+        let packs = [
+            PackedLinear::pack(&ws[0], Some(&bias)).unwrap(),
+            PackedLinear::pack(&ws[1], None).unwrap(),
+            PackedLinear::pack(&ws[2], None).unwrap(),
+        ];
+        let got = PackedLinear::forward_together(
+            [
+                (&packs[0], &ws[0], Some(&bias)),
+                (&packs[1], &ws[1], None),
+                (&packs[2], &ws[2], None),
+            ],
+            &x,
+        )
+        .expect("applies");
+        for (i, got) in got.into_iter().enumerate() {
+            let mut want = x.clone().matmul(ws[i].clone());
+            if i == 0 {
+                want = want + bias.clone().unsqueeze::<2>();
+            }
+            assert!(max_diff(got, want) < 1e-4, "product {i}");
+        }
+        // One weight that is not its pack's: nothing is computed.
+        let swapped = [(&packs[1], &ws[1], None), (&packs[2], &ws[1], None)];
+        assert!(PackedLinear::forward_together(swapped, &x).is_none());
     }
 
     #[test]

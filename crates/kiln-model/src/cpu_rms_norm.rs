@@ -18,6 +18,7 @@ use burn::prelude::*;
 use burn::tensor::DType;
 use rayon::prelude::*;
 
+use crate::cpu_math::dot;
 use crate::cpu_tensor::{contiguous, contiguous_f32, from_f32};
 
 /// Rows per parallel task.
@@ -141,7 +142,7 @@ fn forward(x: &[f32], weight: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
                 .zip(inv_rms.iter_mut())
                 .zip(x.chunks_exact(width))
             {
-                let mean_square = x.iter().map(|v| v * v).sum::<f32>() / width as f32;
+                let mean_square = dot(x, x) / width as f32;
                 *r = 1.0 / (mean_square + eps).sqrt();
                 for ((y, &x), &w) in y.iter_mut().zip(x).zip(weight) {
                     *y = x * *r * w;
@@ -165,19 +166,17 @@ fn backward(x: &[f32], weight: &[f32], inv_rms: &[f32], grad_out: &[f32]) -> (Ve
         .zip(inv_rms.par_chunks(ROWS_PER_TASK))
         .map(|(((dx, x), g), inv_rms)| {
             let mut dw = vec![0f32; width];
+            let mut gw = vec![0f32; width];
             for (((dx, x), g), &r) in dx
                 .chunks_exact_mut(width)
                 .zip(x.chunks_exact(width))
                 .zip(g.chunks_exact(width))
                 .zip(inv_rms)
             {
-                let dot: f32 = g
-                    .iter()
-                    .zip(weight)
-                    .zip(x)
-                    .map(|((g, w), x)| g * w * x)
-                    .sum();
-                let c = r * r * r * dot / width as f32;
+                gw.iter_mut()
+                    .zip(g.iter().zip(weight))
+                    .for_each(|(gw, (g, w))| *gw = g * w);
+                let c = r * r * r * dot(&gw, x) / width as f32;
                 for i in 0..width {
                     dx[i] = r * g[i] * weight[i] - c * x[i];
                     dw[i] += g[i] * x[i] * r;

@@ -73,13 +73,48 @@ pub fn greedy(
     Ok(out)
 }
 
-/// Index and value of the largest element; the first one on ties (as torch.argmax).
+/// Index and value of the largest element; the first one on ties (as torch.argmax). NaNs are
+/// skipped; `(0, -inf)` when nothing is larger than `-inf`.
 pub fn argmax(values: &[f32]) -> (u32, f32) {
-    let mut best = (0u32, f32::NEG_INFINITY);
-    for (i, &v) in values.iter().enumerate() {
-        if v > best.1 {
-            best = (i as u32, v);
+    // The maximum in 16 lanes (the loop vectorises), then its first position.
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = values.chunks_exact(16);
+    for (lane, &v) in lanes.iter_mut().zip(chunks.remainder()) {
+        *lane = lane.max(v);
+    }
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane = lane.max(v);
         }
     }
-    best
+    let max = lanes.into_iter().fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return (0, max);
+    }
+    let at = values.iter().position(|&v| v == max).unwrap_or(0);
+    (at as u32, max)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::argmax;
+
+    #[test]
+    fn argmax_takes_the_first_maximum_and_skips_nans() {
+        // Maxima in the tail (past the last 16-wide chunk) and in a chunk; ties resolve to the
+        // lower index wherever they sit.
+        let mut v: Vec<f32> = (0..37).map(|i| (i % 9) as f32).collect();
+        assert_eq!(argmax(&v), (8, 8.0));
+        v[35] = 9.0;
+        v[20] = 9.0;
+        assert_eq!(argmax(&v), (20, 9.0));
+        v[3] = f32::NAN;
+        assert_eq!(argmax(&v), (20, 9.0));
+        assert_eq!(
+            argmax(&[f32::NAN, f32::NEG_INFINITY]),
+            (0, f32::NEG_INFINITY)
+        );
+        assert_eq!(argmax(&[]), (0, f32::NEG_INFINITY));
+        assert_eq!(argmax(&[-3.0, -1.0, -1.0]), (1, -1.0));
+    }
 }

@@ -15,7 +15,7 @@ use burn::tensor::ops::AttentionModuleOptions;
 
 use crate::batch::TokenBatch;
 use crate::cache::KvCache;
-use crate::cpu_attention::decode_attention;
+use crate::cpu_attention::{self, decode_attention};
 use crate::cpu_causal_attention::causal_attention;
 use crate::cpu_matmul::{self, PackedLinear};
 use crate::cpu_rms_norm::rms_norm;
@@ -117,6 +117,32 @@ fn linear(layer: &Linear, x: Tensor<3>, packed: Option<&PackedLinear>) -> Tensor
     layer.forward(x)
 }
 
+/// [`linear`] of several layers over the same `x` (attention's q, k and v): one pass of the
+/// packed kernel over all of them where it applies (decode), else one product each.
+fn linears<const N: usize>(
+    layers: [&Linear; N],
+    x: Tensor<3>,
+    packed: Option<[&PackedLinear; N]>,
+) -> [Tensor<3>; N] {
+    let [b, s, d] = x.dims();
+    if let Some(packs) = packed
+        && b * s <= cpu_matmul::MAX_ROWS
+        && !x.is_autodiff()
+    {
+        let rows = x.clone().reshape([b * s, d]);
+        let weights = layers.map(|l| l.weight.val());
+        let biases = layers.map(|l| l.bias.as_ref().map(|b| b.val()));
+        let products = std::array::from_fn(|i| (packs[i], &weights[i], biases[i].as_ref()));
+        if let Some(outs) = PackedLinear::forward_together(products, &rows) {
+            return outs.map(|y| {
+                let out = y.dims()[1];
+                y.reshape([b, s, out])
+            });
+        }
+    }
+    std::array::from_fn(|i| linear(layers[i], x.clone(), packed.map(|p| p[i])))
+}
+
 /// `rows @ weight (+ bias)` for up to `cpu_matmul::MAX_ROWS` rows on the CPU without autodiff:
 /// the packed kernel when `packed` holds these very tensors, else the column split (both use
 /// every core where burn's matmul uses one at these sizes). `None` where neither applies.
@@ -175,9 +201,13 @@ impl SelfAttention {
         let [b, s, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split_heads = |t: Tensor<3>, heads: usize| t.reshape([b, s, heads, hd]);
-        let mut q = split_heads(linear(&self.q_proj, x.clone(), packed.map(|p| &p.q)), h);
-        let mut k = split_heads(linear(&self.k_proj, x.clone(), packed.map(|p| &p.k)), kvh);
-        let v = split_heads(linear(&self.v_proj, x, packed.map(|p| &p.v)), kvh).swap_dims(1, 2);
+        let [q, k, v] = linears(
+            [&self.q_proj, &self.k_proj, &self.v_proj],
+            x,
+            packed.map(|p| [&p.q, &p.k, &p.v]),
+        );
+        let (mut q, mut k) = (split_heads(q, h), split_heads(k, kvh));
+        let v = split_heads(v, kvh).swap_dims(1, 2);
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = rms_norm(qn, q);
             k = rms_norm(kn, k);
@@ -408,6 +438,17 @@ impl CausalLm {
         cache.extend_valid(&new_valid, tokens.seq);
         let hidden = rms_norm(&self.norm, x);
         self.logits_packed(hidden, packed.map(|p| &p.lm_head))
+    }
+
+    /// Whether decode steps (one new token per row, without autodiff) read only the used slots
+    /// of a [`KvCache`]: kiln's CPU decode attention does; burn's attention, elsewhere, runs
+    /// over every slot with the unused ones masked (free room then costs compute).
+    pub fn decode_reads_used_slots_only(&self) -> bool {
+        self.device().inner() == Device::flex()
+            && self
+                .layers
+                .first()
+                .is_some_and(|l| cpu_attention::available(l.self_attn.head_dim))
     }
 
     /// The weights repacked for the CPU decode kernel, or `None` where it does not run (not the

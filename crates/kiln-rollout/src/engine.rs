@@ -42,10 +42,14 @@ use crate::sampler::{Draw, row_rng, sample};
 /// one prefill.
 pub const DEFAULT_MAX_BATCH_TOKENS: usize = 32 * 1024;
 
-/// KV-cache room is reserved this many slots at a time (or the remaining budget, if smaller).
-/// Decode steps write into the room in place, and attention runs over all of it with the unused
-/// slots masked: reserving a whole 512-token budget up front made early steps attend over
-/// hundreds of empty slots; 64 at a time costs one cache copy per 64 steps instead.
+/// KV-cache room is reserved at least this many slots at a time (or the remaining budget, if
+/// smaller); decode steps write into it in place, and growing copies the whole cache.
+/// - Where attention runs over every slot with the unused ones masked (burn's attention, e.g. on
+///   wgpu), room costs compute: reserving a whole 512-token budget up front made early steps
+///   attend over hundreds of empty slots. There room grows by this step.
+/// - Where it reads the used slots only (kiln's CPU decode kernel), room costs memory alone, so
+///   it grows geometrically: the prompt plus twice its length at first, then the capacity
+///   doubles (a 1024-token response copies the cache a few times, not once per 64 steps).
 const KV_ROOM_STEP: usize = 64;
 
 /// Why a response ended.
@@ -232,8 +236,8 @@ pub struct EngineStats {
     /// Times rows joined a running batch (forks and tree rows: the cache rebuilt with
     /// `KvCache::gather`).
     pub joins: usize,
-    /// Times a decode step found the cache full and grew it (a copy of the whole cache) by up to
-    /// `KV_ROOM_STEP` slots.
+    /// Times a decode step found the cache full and grew it (a copy of the whole cache; see
+    /// `KV_ROOM_STEP`).
     pub kv_grows: usize,
 }
 
@@ -252,6 +256,9 @@ pub struct Engine<'a> {
     vocab: usize,
     max_context: usize,
     max_batch_tokens: usize,
+    /// Whether the network's decode attention reads only a cache's used slots (KV room then
+    /// grows geometrically, see `KV_ROOM_STEP`).
+    geometric_room: bool,
     stats: Mutex<EngineStats>,
 }
 
@@ -285,6 +292,7 @@ impl<'a> Engine<'a> {
         let hidden = net.norm.gamma.dims()[0];
         let mut trunk = net.clone();
         trunk.lm_head = Some(LinearConfig::new(hidden, 1).with_bias(false).init(&device));
+        let geometric_room = net.decode_reads_used_slots_only();
         Engine {
             vocab: net.vocab_size(),
             packed: net.pack_for_decode(),
@@ -296,6 +304,7 @@ impl<'a> Engine<'a> {
             pad_id: 0,
             max_context,
             max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+            geometric_room,
             stats: Mutex::new(EngineStats::default()),
         }
     }
@@ -845,7 +854,7 @@ impl<'a> Engine<'a> {
         let p = prompts.len();
         let mut cache = self.net.new_cache(p);
         let longest = prompts.iter().map(Vec::len).max().unwrap_or(0);
-        cache.reserve(longest + room.min(KV_ROOM_STEP));
+        cache.reserve(longest + self.kv_room(room, 2 * longest));
         if longest > 1 {
             // Everything but the last token: trunk only (the stub head's logits are ignored).
             let seq = longest - 1;
@@ -880,6 +889,17 @@ impl<'a> Engine<'a> {
             s.prefill_tokens += prompts.iter().map(Vec::len).sum::<usize>();
         });
         Ok((cache, self.read_logits(logits)?))
+    }
+
+    /// Slots of KV room to reserve for rows whose longest remaining budget is `budget`, with
+    /// `doubling` the room that geometric growth asks for (see `KV_ROOM_STEP`).
+    fn kv_room(&self, budget: usize, doubling: usize) -> usize {
+        let step = if self.geometric_room {
+            doubling.max(KV_ROOM_STEP)
+        } else {
+            KV_ROOM_STEP
+        };
+        budget.min(step)
     }
 
     fn stop_ids(&self, params: &SamplingParams) -> Vec<u32> {
@@ -1043,8 +1063,7 @@ impl<'a> Engine<'a> {
                 mask: None,
                 positions: None,
             };
-            // A full cache grows by the longest remaining budget, at most KV_ROOM_STEP slots, so
-            // that the next steps write in place (growing copies the whole cache).
+            // A full cache grows (see `KV_ROOM_STEP`), so that the next steps write in place.
             if cache.len() == cache.capacity() {
                 let budget = rows
                     .iter()
@@ -1052,7 +1071,7 @@ impl<'a> Engine<'a> {
                     .map(|r| r.cap - r.response.len() + 1)
                     .max()
                     .unwrap_or(1);
-                cache.reserve(budget.min(KV_ROOM_STEP));
+                cache.reserve(self.kv_room(budget, cache.capacity()));
                 self.count(|s| s.kv_grows += 1);
             }
             let out = on_pool(|| {
