@@ -4,6 +4,7 @@
 # with the ratios and keeps the raw JSON of each side.
 #   bash benchmarks/bench.sh            (PYTHON=... the peer's interpreter, THREADS=2,
 #                                        BATCHES="1 8 32 64" the rollout batches,
+#                                        REPEATS=3 runs of each rollout pair,
 #                                        OUT=... the JSONL of results)
 # Rows: forward 8x256 (logits), score 8x320 (log-probs without autodiff), rollouts of 128 new
 # tokens after 64-token prompts (greedy) at each batch, and one GRPO update at 8x320.
@@ -12,6 +13,9 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 THREADS=${THREADS:-2}
 BATCHES=${BATCHES:-1 8 32 64}
+# Rollout speeds move by +-10% from run to run on a shared machine (either side): each rollout
+# pair runs REPEATS times, kiln and the peer alternating, and the table shows medians.
+REPEATS=${REPEATS:-3}
 cargo build --release -p kiln -q
 KILN=$(realpath "${CARGO_TARGET_DIR:-target}")/release/kiln
 DIR=${KILN_BENCH_DIR:-$(mktemp -d)/smollm2-hf}
@@ -42,8 +46,10 @@ pair() {
 pair "forward 8x256" "bench forward --batch 8 --seq 256" "$REF/forward_bench.py --batch 8 --seq 256"
 pair "score 8x320" "bench score --batch 8 --seq 320 --threads $THREADS" "$REF/score_bench.py --batch 8 --seq 320"
 for B in $BATCHES; do
-  pair "rollout b$B" "bench rollout --batch $B --prompt-len 64 --new-tokens 128" \
-    "$REF/generate_bench.py --batch $B --prompt-len 64 --new-tokens 128"
+  for _ in $(seq "$REPEATS"); do
+    pair "rollout b$B" "bench rollout --batch $B --prompt-len 64 --new-tokens 128" \
+      "$REF/generate_bench.py --batch $B --prompt-len 64 --new-tokens 128"
+  done
 done
 pair "train 8x320" "bench train --batch 8 --seq 320 --threads $THREADS" "$REF/train_bench.py --batch 8 --seq 320"
 $PYTHON benchmarks/bench_table.py "$OUT"
