@@ -5,15 +5,16 @@
 //! task takes one row's K/V head and the query heads that share it (GQA), so each key and value
 //! comes from memory once for the whole group: a decode step's keys and values do not fit in
 //! any cache (190 MB per step for SmolLM2 at batch 32), so memory traffic sets this kernel's
-//! speed. Keys are taken in blocks small enough to stay in L1 while every head of the group
-//! reads them, and each head's output stays in registers over a block. Other CPUs keep burn's
+//! speed, and the kernel prefetches ahead of it. Each key is loaded into registers once and
+//! scored against every head of the group; values are taken in blocks small enough to stay in
+//! L1 while each head, its output in registers, goes over them. Other CPUs keep burn's
 //! attention.
 
 use burn::backend::Flex;
 use burn::prelude::*;
 use rayon::prelude::*;
 
-use crate::cpu_math::exp;
+use crate::cpu_math::{exp, sum};
 use crate::cpu_tensor::{contiguous, contiguous_f32, from_f32};
 
 /// Values per block of the second pass: 32 rows of a 128-wide head are 16 KB, half of an L1
@@ -230,23 +231,11 @@ unsafe fn prefetch<const C: usize, const HINT: i32>(at: *const f32) {
     }
 }
 
-/// Turns the scores of visible keys into probabilities in place. Sums run in 16 lanes so that
-/// the loops vectorise.
+/// Turns the scores of visible keys into probabilities in place.
 fn softmax_in_place(scores: &mut [f32]) {
     let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut lanes = [0f32; 16];
-    let mut chunks = scores.chunks_exact_mut(16);
-    for chunk in &mut chunks {
-        for (s, lane) in chunk.iter_mut().zip(&mut lanes) {
-            *s = exp(*s - max);
-            *lane += *s;
-        }
-    }
-    for (s, lane) in chunks.into_remainder().iter_mut().zip(&mut lanes) {
-        *s = exp(*s - max);
-        *lane += *s;
-    }
-    let inv = 1.0 / lanes.iter().sum::<f32>();
+    scores.iter_mut().for_each(|s| *s = exp(*s - max));
+    let inv = 1.0 / sum(scores);
     scores.iter_mut().for_each(|s| *s *= inv);
 }
 

@@ -3,8 +3,12 @@
 //!
 //! `f32::exp` calls libm's `expf` one value at a time; the polynomial below is branch-free, so
 //! the compiler turns a loop of it into AVX-512 code. kiln-optim's loss kernel keeps its own
-//! copy of the same formula because that crate depends on burn alone (DESIGN.md). Sums run in
-//! lanes ([`dot`]) for the same reason.
+//! copy of the same formula because that crate depends on burn alone (DESIGN.md).
+//!
+//! A loop that adds into one running `f32` stays scalar (each add waits for the last, and the
+//! compiler may not reorder float adds), so [`sum`] and [`dot`] keep 16 running sums, one per
+//! AVX-512 lane, and add them at the end. Element `i` always goes to lane `i % 16`: the result
+//! depends only on the slice's contents, not on threads or batching.
 
 /// `exp(x)`, Cephes' polynomial (about 1 ulp). Inputs below -87 give about `exp(-87)` and
 /// `-inf` gives 0; above 88 saturates at `exp(88)`.
@@ -36,8 +40,24 @@ pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
-/// `sum_i a_i b_i`, summed in 16 lanes (one AVX-512 register): a single running sum would keep
-/// the loop scalar, one add waiting for the last.
+/// `sum_i a_i`, in 16 lanes (module docs).
+#[inline(always)]
+pub fn sum(a: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut lanes = [0f32; LANES];
+    let chunks = a.chunks_exact(LANES);
+    for (lane, x) in lanes.iter_mut().zip(chunks.remainder()) {
+        *lane += x;
+    }
+    for chunk in chunks {
+        for l in 0..LANES {
+            lanes[l] += chunk[l];
+        }
+    }
+    lanes.iter().sum()
+}
+
+/// `sum_i a_i b_i`, in 16 lanes (module docs).
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 16;
@@ -72,6 +92,15 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(-100.0), 0.0);
         assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn sum_is_the_sum() {
+        for n in [0, 1, 15, 16, 17, 1000] {
+            let a: Vec<f32> = (0..n).map(|i| (i % 7) as f32 - 2.5).collect();
+            let want: f64 = a.iter().map(|&x| x as f64).sum();
+            assert_eq!(sum(&a) as f64, want, "{n}");
+        }
     }
 
     #[test]

@@ -169,14 +169,16 @@ fn pack_linear(layer: &Linear) -> Option<PackedLinear> {
 impl Mlp {
     fn forward(&self, x: Tensor<3>, packed: Option<&PackedLayer>) -> Tensor<3> {
         let down = |act: Tensor<3>| linear(&self.down_proj, act, packed.map(|p| &p.down));
-        // Decode: both products and the activation in one pass of the packed kernel.
-        if let Some(p) = packed {
-            let [b, s, d] = x.dims();
+        // Decode: both products and the activation in one pass of the packed kernel. The checks
+        // first, as in `linear`.
+        let [b, s, d] = x.dims();
+        if let Some(p) = packed
+            && b * s <= cpu_matmul::MAX_ROWS
+            && !x.is_autodiff()
+        {
             let (gate, up) = (self.gate_proj.weight.val(), self.up_proj.weight.val());
             let rows = x.clone().reshape([b * s, d]);
-            if !x.is_autodiff()
-                && let Some(act) = p.gate.forward_swiglu(&p.up, &rows, &gate, &up)
-            {
+            if let Some(act) = p.gate.forward_swiglu(&p.up, &rows, &gate, &up) {
                 let width = act.dims()[1];
                 return down(act.reshape([b, s, width]));
             }
